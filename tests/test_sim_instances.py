@@ -1,0 +1,139 @@
+"""Tests of sim/mdp.py, sim/truth.py and sim/data.py: exact cases, feasibility, BT labels."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sim import data as simdata
+from sim.mdp import (
+    TabularMDP,
+    backward_induction,
+    occupancy,
+    random_mdp,
+    sample_trajectories,
+    value,
+)
+from sim.truth import balance_rows, make_ground_truth
+from theory import diversity
+
+
+def two_state_mdp():
+    # s0 --a0--> s0, s0 --a1--> s1; s1 absorbing. Features: reward 1 for (s1, *), 0 otherwise.
+    P = np.zeros((2, 2, 2, 2))
+    P[:, 0, 0, 0] = 1
+    P[:, 0, 1, 1] = 1
+    P[:, 1, :, 1] = 1
+    phi = np.zeros((2, 2, 1, 1))
+    phi[1, :, 0, 0] = 1.0
+    return TabularMDP(P=P, rho=np.array([1.0, 0.0]), phi=phi)
+
+
+def test_two_state_mdp_by_hand():
+    mdp = two_state_mdp()
+    pi, v = backward_induction(mdp, mdp.step_rewards(np.ones((1, 1))))
+    assert v == pytest.approx(1.0)  # go to s1 at step 1, collect 1 at step 2
+    assert pi[0, 0, 1] == 1
+    half = np.full((2, 2, 2), 0.5)
+    assert value(mdp, half, np.ones((1, 1))) == pytest.approx(0.5)
+    d = occupancy(mdp, half)
+    np.testing.assert_allclose(d[1].sum(1), [0.5, 0.5])
+
+
+def test_mdp_validation_names_the_problem():
+    mdp = two_state_mdp()
+    with pytest.raises(ValueError, match="sum to one"):
+        TabularMDP(P=mdp.P * 0.5, rho=mdp.rho, phi=mdp.phi)
+    with pytest.raises(ValueError, match="phi must have shape"):
+        TabularMDP(P=mdp.P, rho=mdp.rho, phi=np.zeros((3, 2, 1, 1)))
+    with pytest.raises(ValueError, match="theta must end in"):
+        mdp.step_rewards(np.ones((2, 2)))
+
+
+def test_monte_carlo_agrees_with_exact_value():
+    rng = np.random.default_rng(1)
+    mdp = random_mdp(4, 3, 5, 2, 2, rng)
+    pi = rng.dirichlet(np.ones(3), size=(5, 4))
+    theta = rng.normal(size=(2, 2))
+    s, a = sample_trajectories(mdp, pi, 40000, rng)
+    mc = np.einsum("nde,de->n", mdp.phi[s, a].sum(1), theta)
+    assert mc.mean() == pytest.approx(value(mdp, pi, theta), abs=4 * mc.std() / 200)
+
+
+@settings(max_examples=30, deadline=None)
+@given(N=st.integers(1, 12), d1=st.integers(2, 10), d2=st.integers(1, 4), seed=st.integers(0, 2**31))
+def test_ground_truth_hits_nu_and_tail_exactly(N, d1, d2, seed):
+    rng = np.random.default_rng(seed)
+    r = min(d1, N * d2)
+    k = int(rng.integers(1, r + 1))
+    nu = float(rng.uniform(0.01, 1.0 / k))
+    tail = 0.0 if r == k else float(rng.uniform(0, 0.9 * nu * N * (r - k)))
+    B = np.sqrt((k * nu * N + tail) / N) * 1.01
+    try:
+        gt = make_ground_truth(N, d1, d2, k, nu, tail, B, rng)
+    except ValueError as e:  # only the energy budget may bind here
+        assert "energy" in str(e)
+        return
+    assert diversity.nu(gt.delta, k) == pytest.approx(nu, rel=1e-9)
+    assert diversity.tail(gt.delta, k) == pytest.approx(tail, rel=1e-9, abs=1e-12)
+    assert np.linalg.norm(gt.delta, axis=(1, 2)).max() <= B * (1 + 1e-9)
+
+
+def test_balance_rows_keeps_orthonormal_columns():
+    rng = np.random.default_rng(3)
+    V = np.linalg.qr(rng.normal(size=(12, 4)))[0]
+    w = np.array([5.0, 3.0, 1.0, 0.1])
+    Vb = balance_rows(V, w)
+    np.testing.assert_allclose(Vb.T @ Vb, np.eye(4), atol=1e-12)
+    diag = (Vb**2) @ w
+    np.testing.assert_allclose(diag, diag.mean(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(k=30), "exceeds min"),
+    (dict(nu=-0.1), "nu must be positive"),
+    (dict(tail=-1.0), "tail must be non-negative"),
+    (dict(nu=0.5), "energy budget"),
+    (dict(nu=0.01, tail=5.0), "spectral gap"),
+])
+def test_infeasible_truth_requests(kwargs, message):
+    args = dict(N=10, d1=20, d2=2, k=3, nu=0.1, tail=0.0, B=1.0)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        make_ground_truth(rng=np.random.default_rng(0), **args)
+
+
+def test_bradley_terry_label_frequencies():
+    rng = np.random.default_rng(5)
+    mdp = random_mdp(6, 3, 4, 3, 2, rng)
+    gt = make_ground_truth(3, 3, 2, 1, 0.3, 0.0, 1.0, rng)
+    mu = simdata.behaviour_policy(mdp, "uniform", rng)
+    data = simdata.make_preferences(mdp, gt.theta, [4000, 10, 300], mu, mu, rng)
+    np.testing.assert_array_equal(data.sizes, [4000, 10, 300])
+    margin = np.einsum("mde,mde->m", data.diff, gt.theta[data.user])
+    p = 1 / (1 + np.exp(-margin))
+    # calibration: labels match the BT probabilities in aggregate (z-score of the sum)
+    z = (data.o.sum() - p.sum()) / np.sqrt(np.sum(p * (1 - p)))
+    assert abs(z) < 4
+    assert simdata.check_identifiability(data, warn=False) == 6
+
+
+def test_identifiability_warning():
+    rng = np.random.default_rng(0)
+    mdp = random_mdp(2, 2, 2, 4, 2, rng)  # 4 (s, a) features cannot span 8 dimensions
+    gt = make_ground_truth(2, 4, 2, 1, 0.2, 0.0, 1.0, rng)
+    mu = simdata.behaviour_policy(mdp, "uniform", rng)
+    data = simdata.make_preferences(mdp, gt.theta, 200, mu, mu, rng)
+    with pytest.warns(UserWarning, match="not identifiable"):
+        simdata.check_identifiability(data)
+
+
+def test_poor_behaviour_avoids_the_mean_optimum():
+    rng = np.random.default_rng(2)
+    mdp = random_mdp(8, 4, 5, 3, 2, rng)
+    theta = rng.normal(size=(3, 2))
+    poor = simdata.behaviour_policy(mdp, "poor", rng, theta_mean=theta, eps=0.1)
+    uni = simdata.behaviour_policy(mdp, "uniform", rng)
+    assert value(mdp, poor, theta) < value(mdp, uni, theta)
+    with pytest.raises(ValueError, match="unknown behaviour"):
+        simdata.behaviour_policy(mdp, "greedy", rng)
