@@ -1,0 +1,1 @@
+"""Figures and tables rebuilt from result files only (`python -m figures [DIR ...]`)."""

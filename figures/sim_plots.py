@@ -1,0 +1,74 @@
+"""Log-log scaling figures of a sweep directory (runs.csv + slopes.csv -> PNG and PDF).
+
+One figure per check of sim/analysis.py: seed median per method with a 25-75% band, the fitted
+line, and the paper bound's reference slope anchored at the first median point.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+COLORS = {"shared": "C0", "local": "C1", "full": "C2", "global": "C3", "nuclear": "C4"}
+LABELS = {"dist": "dist(B-hat, B-diamond)", "est_err": "(1/N) sum ||dTheta-hat_i - dTheta*_i||_F^2",
+          "gap_pess": "mean value gap, pessimistic", "gap_vanilla": "mean value gap, plug-in",
+          "coverage": "coverage of Delta Theta*_i by R_i"}
+VARY_LABELS = {"nu": "nu = sigma_k^2 / N", "tail": "Sigma_tail", "Np": "N_p (comparisons per user)",
+               "N": "N (users)", "k": "k (rank)", "d1": "d1"}
+
+
+def plot_quantity(runs: pd.DataFrame, slopes: pd.DataFrame, quantity: str, vary: str):
+    """Figure of one quantity against the varied parameter; returns (fig, ax)."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    rows = slopes[slopes["quantity"] == quantity]
+    for method in runs["method"].unique():
+        sub = runs[runs["method"] == method]
+        if sub[quantity].isna().all():
+            continue
+        g = sub.groupby("value")[quantity]
+        x = g.median().index.to_numpy(dtype=float)
+        med, lo, hi = g.median().to_numpy(), g.quantile(0.25).to_numpy(), g.quantile(0.75).to_numpy()
+        c = COLORS.get(method, None)
+        ax.plot(x, med, "o-", color=c, label=method, lw=1.5, ms=4)
+        ax.fill_between(x, lo, hi, color=c, alpha=0.18, lw=0)
+        for _, s in rows[rows["method"] == method].iterrows():
+            if not np.isfinite(s["measured_slope"]) or np.any(med <= 0):
+                continue
+            gm = np.exp(np.mean(np.log(med)) - s["measured_slope"] * np.mean(np.log(x)))
+            ax.plot(x, gm * x ** s["measured_slope"], "-", color=c, lw=0.8, alpha=0.7)
+            ax.plot(x, med[0] * (x / x[0]) ** s["predicted_slope"], ":", color="k", lw=1.2,
+                    label=f"{s['bound']}: slope {s['predicted_slope']:.2f} (fit {method} "
+                          f"{s['measured_slope']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}])")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(VARY_LABELS.get(vary, vary))
+    ax.set_ylabel(LABELS.get(quantity, quantity))
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=6.5, loc="best")
+    fig.tight_layout()
+    return fig, ax
+
+
+def make_sweep_figures(result_dir: Path) -> list[Path]:
+    """Write <quantity>_vs_<vary>.png/.pdf for every quantity checked in slopes.csv."""
+    result_dir = Path(result_dir)
+    runs = pd.read_csv(result_dir / "runs.csv")
+    slopes = pd.read_csv(result_dir / "slopes.csv")
+    vary = str(runs["vary"].iloc[0])
+    written = []
+    for quantity in list(dict.fromkeys(list(slopes["quantity"]) + ["gap_vanilla", "coverage"])):
+        if quantity not in runs or runs[quantity].isna().all():
+            continue
+        fig, _ = plot_quantity(runs, slopes, quantity, vary)
+        for ext in ("png", "pdf"):
+            path = result_dir / f"{quantity}_vs_{vary}.{ext}"
+            fig.savefig(path, dpi=150)
+            written.append(path)
+        plt.close(fig)
+    return written

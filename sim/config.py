@@ -1,0 +1,81 @@
+"""Configuration of one simulated instance of Algorithm 1 (Sections 3-4); every field lands in
+every runs.csv row. Defaults are the small instance the default sweeps run on."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+from sim.data import BEHAVIOURS
+from sim.truth import check_feasible
+
+RADII = ("calibrated", "theory")
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    N: int = 20
+    """Number of users (labelers)."""
+    Np: int = 100
+    """Comparisons per user, N_p."""
+    d1: int = 10
+    """Rows of each Theta_i (the dimension B lives in)."""
+    d2: int = 2
+    """Columns of each Theta_i."""
+    k: int = 2
+    """LoRA rank k: rank(DeltaTheta) <= k for `shared`, rank(DeltaTheta_i) <= k for `local`."""
+    nu: float = 0.1
+    """Diversity nu = sigma_k^2 / N of the truth (Definition 4.1, Remark 1)."""
+    tail: float = 0.0
+    """Sigma_tail = sum_{j>k} sigma_j^2 of the truth (Definition 4.1)."""
+    B: float = 1.0
+    """Per-user Frobenius bound ||DeltaTheta_i||_F <= B (Eq. 3.1, 3.3, 3.4)."""
+    S: int = 8
+    """MDP states."""
+    A: int = 4
+    """MDP actions."""
+    H: int = 5
+    """MDP horizon."""
+    delta: float = 0.1
+    """Confidence level: radii target coverage 1 - delta; bounds hold w.p. 1 - delta."""
+    behaviour: str = "poor"
+    """Behaviour policies mu0 = mu1 = mu_ref: 'uniform' (good coverage) or 'poor'."""
+    eps: float = 0.2
+    """Exploration of the 'poor' behaviour policy (eps-soft)."""
+    feature_scale: float = 2.0
+    """Scale of the features phi(s, a) (sets the signal-to-noise of the BT labels)."""
+    radius: str = "calibrated"
+    """Confidence radius zeta of Eq. 3.6: 'calibrated' (data-driven) or 'theory' (Eq. B.1/C.3)."""
+    zeta_c: float = 1.0
+    """Constant c of the theory radius (used when radius == 'theory')."""
+    init_scale: float = 0.0
+    """||Theta_init_i||_F (0: train from scratch, Appendix B)."""
+    n_test: int = 200
+    """Held-out comparisons per user for `acc_heldout`."""
+
+    def __post_init__(self):
+        for name in ("N", "Np", "d1", "d2", "k", "S", "A", "H", "n_test"):
+            v = getattr(self, name)
+            if int(v) != v or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v}")
+            object.__setattr__(self, name, int(v))
+        if not 0 < self.delta < 1:
+            raise ValueError(f"delta must lie in (0, 1), got {self.delta}")
+        if self.behaviour not in BEHAVIOURS:
+            raise ValueError(f"behaviour must be one of {BEHAVIOURS}, got {self.behaviour!r}")
+        if not 0 < self.eps <= 1:
+            raise ValueError(f"eps must lie in (0, 1], got {self.eps}")
+        if self.radius not in RADII:
+            raise ValueError(f"radius must be one of {RADII}, got {self.radius!r}")
+        if self.feature_scale <= 0 or self.zeta_c <= 0 or self.init_scale < 0:
+            raise ValueError("feature_scale and zeta_c must be positive, init_scale non-negative")
+        check_feasible(self.N, self.d1, self.d2, self.k, self.nu, self.tail, self.B)
+
+    def with_(self, **changes) -> SimConfig:
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]

@@ -1,0 +1,112 @@
+"""One run of Algorithm 1 on a simulated instance: truth -> data -> Eq. 3.5 fit -> Eq. 3.6
+radius -> Eq. 3.7 pessimistic policy -> exact value gaps. Produces the runs.csv rows of
+DESIGN.md (one per method)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sim import confidence, estimators, policy
+from sim.config import SimConfig
+from sim.data import behaviour_policy, make_preferences
+from sim.mdp import random_mdp
+from sim.truth import make_ground_truth
+from theory import bounds, diversity
+
+#: Methods that estimate a shared column space (the others get dist = NaN, DESIGN.md).
+SUBSPACE_METHODS = ("shared", "nuclear")
+
+
+def build_instance(cfg: SimConfig, seed: int):
+    """MDP, truth, behaviour policy, training and held-out data, all from SeedSequence(seed)."""
+    s_mdp, s_truth, s_data, s_test = np.random.SeedSequence(seed).spawn(4)
+    mdp = random_mdp(cfg.S, cfg.A, cfg.H, cfg.d1, cfg.d2, np.random.default_rng(s_mdp),
+                     feature_scale=cfg.feature_scale)
+    truth = make_ground_truth(cfg.N, cfg.d1, cfg.d2, cfg.k, cfg.nu, cfg.tail, cfg.B,
+                              np.random.default_rng(s_truth), init_scale=cfg.init_scale)
+    rng = np.random.default_rng(s_data)
+    mu = behaviour_policy(mdp, cfg.behaviour, rng, theta_mean=truth.theta.mean(0), eps=cfg.eps)
+    train = make_preferences(mdp, truth.theta, cfg.Np, mu, mu, rng)
+    test = make_preferences(mdp, truth.theta, cfg.n_test, mu, mu, np.random.default_rng(s_test))
+    return mdp, truth, mu, train, test
+
+
+def heldout_accuracy(theta_hat: np.ndarray, test) -> float:
+    """Fraction of held-out comparisons whose label the estimate predicts (ties count 1/2)."""
+    margin = np.einsum("mde,mde->m", test.diff, theta_hat[test.user])
+    pred = np.where(margin > 0, 1.0, np.where(margin < 0, 0.0, 0.5))
+    return float(np.mean(np.where(test.o == 1, pred, 1 - pred)))
+
+
+def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = None) -> list[dict]:
+    """All runs.csv rows (one per method) for one config and seed."""
+    mdp, truth, mu, train, test = build_instance(cfg, seed)
+    b_diamond, _, _ = diversity.best_rank_k(truth.delta, cfg.k)
+    bias = diversity.per_user_bias(truth.delta, cfg.k)
+    solver = policy.PessimisticSolver(mdp, mu)
+    truth_metrics = diversity.diversity_metrics(truth.delta, cfg.k)
+    common = dict(
+        nu_true=truth_metrics["nu"], tail_true=truth_metrics["tail"],
+        bias_mean=float(bias.mean()),
+        bound_dist=float(bounds.dist_bound(cfg.N, cfg.Np, cfg.nu, cfg.tail, cfg.d1, cfg.d2, cfg.k, cfg.delta)),
+        bound_gap=float(bounds.gap_bound_average(cfg.N, cfg.Np, cfg.nu, cfg.tail, cfg.d1, cfg.d2, cfg.k, cfg.delta)),
+        bayes_acc=heldout_accuracy(truth.theta, test),
+    )
+    rows, saved = [], {}
+    for method in methods:
+        t0 = time.perf_counter()
+        est = estimators.fit(method, train, cfg.k, cfg.B, init=truth.init)
+        fit_s = time.perf_counter() - t0
+        zeta = _radius(cfg, method, est, train, truth)
+        theta_hat = truth.init + est.delta
+        t0 = time.perf_counter()
+        gaps_p, gaps_v, pis = [], [], []
+        for i in range(cfg.N):
+            res = solver.solve(theta_hat[i], float(zeta[i]))
+            gaps_p.append(policy.value_gap(mdp, truth.theta[i], res.pi))
+            gaps_v.append(policy.value_gap(mdp, truth.theta[i], policy.vanilla_policy(mdp, theta_hat[i])))
+            pis.append(res.pi)
+        policy_s = time.perf_counter() - t0
+        dist = (diversity.principal_angle_distance(est.basis, b_diamond)
+                if est.basis is not None else float("nan"))
+        rows.append(dict(
+            seed=seed, method=method, **cfg.as_dict(),
+            dist=dist,
+            est_err=float(np.mean(np.sum((est.delta - truth.delta) ** 2, axis=(1, 2)))),
+            gap_pess=float(np.mean(gaps_p)), gap_vanilla=float(np.mean(gaps_v)),
+            coverage=float(confidence.coverage(truth.delta, est.delta, zeta)),
+            zeta=float(np.mean(zeta)),
+            nll_train=float(est.nll), acc_heldout=heldout_accuracy(theta_hat, test),
+            rank_hat=int(np.linalg.matrix_rank(diversity.aggregate(est.delta), tol=1e-8)),
+            **common, fit_s=fit_s, policy_s=policy_s,
+        ))
+        saved[method] = dict(delta=est.delta, zeta=zeta, pi=np.stack(pis))
+    if artifacts is not None:
+        _save_artifacts(artifacts, mdp, truth, mu, saved)
+    return rows
+
+
+def _radius(cfg: SimConfig, method: str, est, train, truth) -> np.ndarray:
+    """Per-user zeta_i of Eq. 3.6 (array (N,))."""
+    if cfg.radius == "theory":
+        z = bounds.zeta_theory(cfg.N, cfg.Np, cfg.nu, cfg.tail, cfg.d1, cfg.d2, cfg.k,
+                               min_bias=float(diversity.per_user_bias(truth.delta, cfg.k).min()),
+                               delta=cfg.delta, c=cfg.zeta_c)
+        return np.full(cfg.N, float(z))
+    return np.broadcast_to(
+        confidence.calibrated_radius(method, est, train, cfg.k, cfg.B, delta=cfg.delta,
+                                     init=truth.init), (cfg.N,)).astype(float)
+
+
+def _save_artifacts(path: Path, mdp, truth, mu, saved: dict) -> None:
+    arrays = dict(P=mdp.P, rho=mdp.rho, phi=mdp.phi, delta_true=truth.delta, init=truth.init, mu=mu)
+    for method, d in saved.items():
+        for key, val in d.items():
+            arrays[f"{method}__{key}"] = val
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+
