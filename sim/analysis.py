@@ -125,7 +125,8 @@ def bracketing_table(runs: pd.DataFrame) -> pd.DataFrame:
         sub = runs[runs["method"] == method]
         if sub.empty:
             continue
-        dim = sub.apply(lambda r: bounds.class_dimension(method, r["N"], r["d1"], r["d2"], r["k"]), axis=1)
+        dim = np.array([bounds.class_dimension(method, n, d1, d2, k)
+                        for n, d1, d2, k in sub[["N", "d1", "d2", "k"]].itertuples(index=False)])
         ratio = sub["est_err"] * sub["N"] * sub["Np"] / dim
         med = ratio.groupby(sub["value"]).median()
         out.append(med.rename(method))
