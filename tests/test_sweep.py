@@ -1,0 +1,87 @@
+"""Subprocess smoke tests of `python -m sim.sweep` and `python -m figures` at tiny size:
+outputs and columns, determinism, resume after interruption, one-line errors."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sim.analysis import verdict
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--set", "N=4", "--set", "d1=4", "--set", "d2=1", "--set", "k=1", "--set", "S=4",
+        "--set", "A=3", "--set", "H=3", "--set", "n_test=20", "--jobs", "1"]
+REQUIRED = ["vary", "value", "seed", "method", "N", "Np", "d1", "d2", "k", "nu", "tail", "S", "A",
+            "H", "delta", "dist", "est_err", "gap_pess", "gap_vanilla", "coverage", "zeta",
+            "nll_train", "fit_s", "policy_s"]
+SLOPES = ["quantity", "vary", "predicted_slope", "measured_slope", "ci_low", "ci_high",
+          "n_points", "verdict"]
+
+
+def sweep(*args, cwd=ROOT):
+    env = dict(os.environ, MPLBACKEND="Agg")
+    return subprocess.run([sys.executable, "-m", "sim.sweep", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def _untimed(df):
+    return df[[c for c in df.columns if not c.endswith("_s")]]
+
+
+def test_sweep_outputs_determinism_and_resume(tmp_path):
+    args = ["--vary", "Np", "--values", "40,80,160", "--seeds", "2", "--methods", "shared,full", *TINY]
+    a, b = tmp_path / "a", tmp_path / "b"
+    r = sweep(*args, "--out", str(a), "--save-artifacts")
+    assert r.returncode == 0, r.stderr[-2000:]
+    runs = pd.read_csv(a / "runs.csv")
+    assert set(REQUIRED) <= set(runs.columns)
+    assert len(runs) == 3 * 2 * 2
+    assert runs["dist"].notna().sum() == 6 and runs.loc[runs.method == "full", "dist"].isna().all()
+    slopes = pd.read_csv(a / "slopes.csv")
+    assert list(slopes.columns[: len(SLOPES)]) == SLOPES
+    assert (a / "summary.md").exists() and (a / "dist_vs_Np.png").exists() and (a / "dist_vs_Np.pdf").exists()
+    assert len(list((a / "artifacts").glob("*.npz"))) == 6
+    # same command, other directory: identical apart from timing columns
+    assert sweep(*args, "--out", str(b), "--no-figures").returncode == 0
+    pd.testing.assert_frame_equal(_untimed(runs), _untimed(pd.read_csv(b / "runs.csv")))
+    # interrupted sweep: drop two finished parts, re-run resumes and reproduces runs.csv
+    parts = sorted((b / "parts").glob("*.csv"))
+    for p in parts[:2]:
+        p.unlink()
+    r = sweep(*args, "--out", str(b), "--no-figures")
+    assert r.returncode == 0 and "resuming: 4 of 6" in r.stdout
+    pd.testing.assert_frame_equal(_untimed(runs), _untimed(pd.read_csv(b / "runs.csv")))
+    # figures rebuild from the result files alone
+    f = subprocess.run([sys.executable, "-m", "figures", str(b)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, env=dict(os.environ, MPLBACKEND="Agg"))
+    assert f.returncode == 0, f.stderr
+    assert (b / "est_err_vs_Np.pdf").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--vary", "foo"], "invalid choice"),
+    (["--vary", "nu", "--values", "0.1,2.0"], "energy budget"),
+    (["--vary", "Np", "--values", "10,-5"], "positive"),
+    (["--vary", "Np", "--values", "10.5"], "integers"),
+    (["--vary", "nu", "--seeds", "0"], "--seeds"),
+    (["--vary", "nu", "--methods", "shared,lora"], "unknown method"),
+    (["--vary", "nu", "--set", "S=-1"], "S must be a positive integer"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "out"
+    r = sweep(*args, "--out", str(out))
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("pred, lo, hi, expected", [
+    (-0.5, -0.6, -0.4, "agrees"), (-0.5, -0.9, -0.7, "steeper"), (-0.5, -0.3, -0.1, "shallower"),
+    (0.25, 0.4, 0.6, "steeper"), (0.5, 0.1, 0.3, "shallower"),
+])
+def test_verdicts(pred, lo, hi, expected):
+    assert verdict(pred, lo, hi) == expected
