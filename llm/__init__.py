@@ -1,0 +1,16 @@
+"""Personalized TL;DR reward models with a shared LoRA component (Section 5, Appendix D).
+
+Modules (torch is imported lazily, never by this package's ``__init__``):
+
+- :mod:`llm.config` -- method names and the frozen training configuration.
+- :mod:`llm.data` -- the TL;DR ``comparisons`` loader and the paper's worker selection.
+- :mod:`llm.synth` -- synthetic comparisons in the official schema (``python -m llm.synth``).
+- :mod:`llm.lora` -- the personalized LoRA layer (shared B, per-user A) and per-user head.
+- :mod:`llm.model` -- backbone loading and the reward model of every method.
+- :mod:`llm.evaluate` -- pairwise accuracy, metrics.csv, table.md, diversity.csv.
+- :mod:`llm.train` -- the command line (``python llm/train.py`` or ``python -m llm.train``).
+"""
+
+from llm.config import METHODS, TrainConfig
+
+__all__ = ["METHODS", "TrainConfig"]

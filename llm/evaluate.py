@@ -1,0 +1,162 @@
+"""Pairwise accuracy per labeler, metrics.csv / table.md / diversity.csv, cross-method tables.
+
+A comparison is correct when the preferred summary gets the strictly larger fp32 reward. A tie
+is |r0 - r1| <= TIE_TOL in fp32 (exactly equal rewards); ties count as wrong and are reported
+in the ``ties`` column. ``python -m llm.evaluate DIR ... [--out FILE]`` prints the mean
+accuracy per method (Figure 1) and per labeler (Figure 2) of several run directories.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+
+METRICS_COLUMNS = (
+    "method", "model", "labeler", "n_eval", "accuracy", "ties", "seed", "epochs", "lora_r",
+    "lora_alpha", "targets",
+)
+DIVERSITY_COLUMNS = (
+    "method", "seed", "layer", "N", "k", "nu", "tail", "energy", "top_energy_fraction",
+    "singular_values",
+)
+TIE_TOL = 0.0
+
+
+def pairwise_accuracy(
+    users: np.ndarray, r0: np.ndarray, r1: np.ndarray, choice: np.ndarray, n_users: int
+) -> list[dict]:
+    """Per-labeler accuracy and ties, then labeler ``all`` (mean over labelers, as Figure 1).
+
+    users, choice: (n,) ints; r0, r1: (n,) fp32 rewards of summary 0 and 1.
+    """
+    users = np.asarray(users)
+    r0 = np.asarray(r0, dtype=np.float32)
+    r1 = np.asarray(r1, dtype=np.float32)
+    choice = np.asarray(choice)
+    diff = np.where(choice == 0, r0 - r1, r1 - r0)
+    tie = np.abs(r0 - r1) <= TIE_TOL
+    correct = (diff > 0) & ~tie
+    rows = []
+    for u in range(n_users):
+        sel = users == u
+        n = int(sel.sum())
+        rows.append({
+            "labeler": str(u),
+            "n_eval": n,
+            "accuracy": float(correct[sel].mean()) if n else float("nan"),
+            "ties": int(tie[sel].sum()),
+        })
+    rows.append({
+        "labeler": "all",
+        "n_eval": int(sum(r["n_eval"] for r in rows)),
+        "accuracy": float(np.nanmean([r["accuracy"] for r in rows])),
+        "ties": int(sum(r["ties"] for r in rows)),
+    })
+    return rows
+
+
+def metrics_rows(cfg, per_labeler: list[dict]) -> list[dict]:
+    """Attach the run's settings to every labeler row (DESIGN.md metrics.csv columns)."""
+    fixed = {
+        "method": cfg.method, "model": cfg.model, "seed": cfg.seed, "epochs": cfg.epochs,
+        "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, "targets": "+".join(cfg.targets),
+    }
+    return [{c: {**fixed, **row}[c] for c in METRICS_COLUMNS} for row in per_labeler]
+
+
+def write_csv(path: Path, rows: list[dict], columns: tuple[str, ...]) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(columns))
+        w.writeheader()
+        for row in rows:
+            w.writerow({c: _fmt(row[c]) for c in columns})
+
+
+def read_metrics(paths: list[Path]) -> list[dict]:
+    rows = []
+    for p in paths:
+        p = Path(p)
+        p = p / "metrics.csv" if p.is_dir() else p
+        with open(p, newline="") as fh:
+            for row in csv.DictReader(fh):
+                row["accuracy"] = float(row["accuracy"])
+                rows.append(row)
+    return rows
+
+
+def method_table(rows: list[dict]) -> str:
+    """Markdown: mean accuracy per method (Figure 1) and per labeler (Figure 2), seed-averaged."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    labelers = sorted({r["labeler"] for r in rows if r["labeler"] != "all"}, key=int)
+    seeds = {m: sorted({r["seed"] for r in rows if r["method"] == m}, key=int) for m in methods}
+
+    def mean_acc(m, lab):
+        vals = [r["accuracy"] for r in rows if r["method"] == m and r["labeler"] == lab]
+        return (float(np.mean(vals)), float(np.std(vals))) if vals else (float("nan"), 0.0)
+
+    lines = ["| method | mean accuracy | seeds |", "|---|---|---|"]
+    for m in methods:
+        mu, sd = mean_acc(m, "all")
+        spread = f" ± {sd:.3f}" if len(seeds[m]) > 1 else ""
+        lines.append(f"| {m} | {mu:.3f}{spread} | {','.join(seeds[m])} |")
+    lines += ["", "| method | " + " | ".join(f"labeler {lab}" for lab in labelers) + " |",
+              "|---|" + "---|" * len(labelers)]
+    for m in methods:
+        lines.append(f"| {m} | " + " | ".join(f"{mean_acc(m, lab)[0]:.3f}" for lab in labelers)
+                     + " |")
+    return "\n".join(lines) + "\n"
+
+
+def diversity_rows(cfg, factors: dict[str, tuple[np.ndarray, np.ndarray]], n_users: int) -> list[dict]:
+    """Definition 4.1 (nu, Sigma_tail) of the stacked per-user updates of every adapted layer.
+
+    factors[layer] = (A: (n_a, r, d_in), B: (n_b, d_out, r)) with scaling folded into B;
+    n_a, n_b are 1 (shared) or n_users (personal). k = lora_r.
+    """
+    from llm.lora import reduced_users
+    from theory.diversity import diversity_metrics
+
+    rows = []
+    for layer, (a, b) in factors.items():
+        a = np.broadcast_to(a, (n_users, *a.shape[1:]))
+        b = np.broadcast_to(b, (n_users, *b.shape[1:]))
+        users = reduced_users(a, b)
+        k = min(cfg.lora_r, min(users.shape[1], n_users * users.shape[2]))
+        d = diversity_metrics(users, k)
+        rows.append({
+            "method": cfg.method, "seed": cfg.seed, "layer": layer, "N": d["N"], "k": d["k"],
+            "nu": d["nu"], "tail": d["tail"], "energy": d["energy"],
+            "top_energy_fraction": d["top_energy_fraction"],
+            "singular_values": ";".join(f"{s:.6g}" for s in d["singular_values"][: 2 * k]),
+        })
+    return rows
+
+
+def _fmt(v):
+    return f"{v:.6f}" if isinstance(v, float) else v
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m llm.evaluate", description="Combine metrics.csv files into one table."
+    )
+    parser.add_argument("dirs", nargs="+", type=Path, help="run directories or metrics.csv files")
+    parser.add_argument("--out", type=Path, help="also write the table to this file")
+    args = parser.parse_args(argv)
+    missing = [str(d) for d in args.dirs if not (d / "metrics.csv" if d.is_dir() else d).exists()]
+    if missing:
+        print(f"llm.evaluate: error: no metrics.csv in {', '.join(missing)}", file=sys.stderr)
+        return 2
+    table = method_table(read_metrics(args.dirs))
+    print(table, end="")
+    if args.out:
+        args.out.write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

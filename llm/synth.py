@@ -1,0 +1,200 @@
+"""Synthetic TL;DR comparisons in the official schema with heterogeneous, low-rank labelers.
+
+Every summary has five text traits t(s) = (length, overlap with the post, casual marker,
+question, emotion word). Labeler i scores a summary with r_i(s) = <w_i, t(s)> where
+w_i = w_common + a_i d_1 + b_i d_2: a common preference (overlap) plus personal weights on two
+shared directions (concise-and-formal, expressive) -- a rank-2 personal deviation, the
+structure P-ShareLoRA assumes. Labels are Bradley-Terry: P(choice = 0) = sigmoid(r_i(s0) -
+r_i(s1)). Worker counts are unequal (the top five are capped by the loader, two minor workers
+are ranked out) and a few CNN/DM rows without a post are included, as in the real data.
+
+``python -m llm.synth --out DIR`` writes DIR/comparisons/batch*.json and DIR/synth_meta.json
+(the true weights and the Bayes accuracy per worker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+TRAITS = ("length", "overlap", "casual", "question", "emotion")
+W_COMMON = np.array([0.0, 1.5, 0.0, 0.0, 0.0])
+D_CONCISE = np.array([-1.0, 0.0, -1.0, 0.0, 0.0]) / np.sqrt(2.0)
+D_EXPRESSIVE = np.array([0.0, 0.0, 0.5, 1.0, 1.0]) / 1.5
+PERSONAL_SCALE = 2.5  # std of a_i, b_i; sets how far labelers disagree
+N_MINOR_WORKERS = 2
+CNNDM_ROWS_PER_WORKER = 3
+
+SUBREDDITS = {
+    "relationships": ["girlfriend", "boyfriend", "partner", "best friend", "roommate"],
+    "personal_finance": ["credit card", "car loan", "savings", "rent", "student debt"],
+    "cooking": ["sourdough", "cast iron pan", "curry", "meal prep", "dinner party"],
+    "running": ["marathon", "knee", "training plan", "new shoes", "5k race"],
+    "jobs": ["manager", "interview", "promotion", "coworker", "job offer"],
+    "dating_advice": ["first date", "match", "text message", "crush", "ex"],
+}
+VERBS = ["argued with", "worried about", "paid for", "talked to", "forgot about", "planned",
+         "lost", "found", "ignored", "fixed", "cancelled", "asked about"]
+TIMES = ["last week", "yesterday", "two months ago", "after work", "this morning",
+         "over the weekend", "for a year"]
+FILLERS = ["things got complicated", "not sure what to do", "need some advice",
+           "everything changed", "it keeps happening", "long story short"]
+CASUAL = ["lol", "tbh", "idk", "ugh", "smh"]
+EMOTION = ["and I am so upset", "and I feel really happy", "and I am furious",
+           "and I am scared"]
+QUESTIONS = ["what should I do?", "am I wrong?", "how do I fix this?"]
+
+
+def labeler_weights(n_workers: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_workers, 5): w_i = W_COMMON + a_i D_CONCISE + b_i D_EXPRESSIVE, a_i, b_i ~ N(0, s^2)."""
+    ab = rng.normal(0.0, PERSONAL_SCALE, size=(n_workers, 2))
+    return W_COMMON + ab[:, :1] * D_CONCISE + ab[:, 1:] * D_EXPRESSIVE
+
+
+def _post(rng: np.random.Generator, subreddit: str) -> tuple[str, str, list[str]]:
+    nouns = SUBREDDITS[subreddit]
+    facts = [f"{rng.choice(VERBS)} my {rng.choice(nouns)}" for _ in range(rng.integers(3, 7))]
+    sentences = [f"I {fact} {rng.choice(TIMES)}." for fact in facts]
+    title = f"Me [{rng.integers(19, 45)}] and my {rng.choice(nouns)}: {rng.choice(FILLERS)}"
+    return title, " ".join(sentences), facts
+
+
+def _summary(rng: np.random.Generator, facts: list[str]) -> tuple[str, np.ndarray]:
+    """A summary and its traits (length z-score, overlap, casual, question, emotion)."""
+    n_frag = int(rng.integers(1, 5))
+    p_overlap = rng.uniform()
+    from_post = rng.uniform(size=n_frag) < p_overlap
+    frags = [f"I {rng.choice(facts)}" if f else str(rng.choice(FILLERS)) for f in from_post]
+    casual, question, emotion = (rng.uniform(size=3) < (0.4, 0.3, 0.4)).astype(float)
+    text = ", ".join(frags)
+    if emotion:
+        text += " " + str(rng.choice(EMOTION))
+    if casual:
+        text += " " + str(rng.choice(CASUAL))
+    text += "."
+    if question:
+        text += " " + str(rng.choice(QUESTIONS))
+    words = len(text.split())
+    traits = np.array([(words - 12.0) / 6.0, from_post.mean(), casual, question, emotion])
+    return text, traits
+
+
+def make_rows(
+    seed: int = 0, workers: int = 5, train_per_worker: int = 5373, valid_per_worker: int = 1238
+) -> tuple[list[dict], dict]:
+    """All rows (official schema) and a meta dict with the true weights and Bayes accuracies."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    n_total = workers + N_MINOR_WORKERS
+    weights = labeler_weights(n_total, rng)
+    names = [f"synth-worker-{i:02d}" for i in range(n_total)]
+    rows: list[dict] = []
+    bayes = {}
+    for i, name in enumerate(names):
+        if i < workers:
+            # Unequal counts, smallest exactly the requested size, so capping is exercised.
+            n_train = train_per_worker + 7 * (workers - 1 - i)
+            n_valid = valid_per_worker + 3 * (workers - 1 - i)
+        else:
+            n_train = max(1, train_per_worker // 3)
+            n_valid = max(1, valid_per_worker // 3)
+        correct = 0.0
+        for split_name, n in (("train", n_train), ("valid", n_valid)):
+            for j in range(n):
+                subreddit = str(rng.choice(list(SUBREDDITS)))
+                title, post, facts = _post(rng, subreddit)
+                (s0, t0), (s1, t1) = _summary(rng, facts), _summary(rng, facts)
+                margin = float(weights[i] @ (t0 - t1))
+                p0 = 1.0 / (1.0 + np.exp(-margin))
+                choice = 0 if rng.uniform() < p0 else 1
+                if split_name == "valid":
+                    correct += max(p0, 1.0 - p0)
+                split = "train" if split_name == "train" else ("valid1" if j % 2 else "valid2")
+                rows.append(_row(f"t3_{seed}_{i}_{split_name}_{j}", subreddit, title, post,
+                                 (s0, s1), choice, name, split, rng))
+        bayes[name] = correct / n_valid
+        for j in range(CNNDM_ROWS_PER_WORKER if i < workers else 0):
+            row = _row(f"cnndm_{seed}_{i}_{j}", None, "news", None, ("a", "b"), j % 2, name,
+                       "valid2", rng)
+            row["batch"] = "batch0_cnndm"
+            row["info"]["article"] = "An article from CNN/DailyMail."
+            rows.append(row)
+    meta = {
+        "seed": seed,
+        "workers": names,
+        "traits": list(TRAITS),
+        "weights": weights.tolist(),
+        "bayes_valid_accuracy": bayes,
+        "global_rank": int(np.linalg.matrix_rank(weights[:workers] - W_COMMON)),
+    }
+    return rows, meta
+
+
+def _row(post_id, subreddit, title, post, summaries, choice, worker, split, rng) -> dict:
+    return {
+        "info": {"id": post_id, "post": post, "title": title, "subreddit": subreddit,
+                 "site": None, "article": None},
+        "summaries": [{"text": s, "policy": f"synth-{k}", "note": None}
+                      for k, s in enumerate(summaries)],
+        "choice": int(choice),
+        "worker": worker,
+        "batch": f"batch{int(rng.integers(3, 9))}",
+        "split": split,
+        "extra": {"confidence": int(rng.integers(1, 10))},
+    }
+
+
+def write_dataset(out: Path, rows: list[dict], meta: dict) -> list[Path]:
+    """Write rows into out/comparisons/<batch>.json (JSON lines) and out/synth_meta.json."""
+    out = Path(out)
+    (out / "comparisons").mkdir(parents=True, exist_ok=True)
+    by_batch: dict[str, list[dict]] = {}
+    for row in rows:
+        by_batch.setdefault(row["batch"], []).append(row)
+    paths = []
+    for batch, batch_rows in sorted(by_batch.items()):
+        path = out / "comparisons" / f"{batch}.json"
+        path.write_text("".join(json.dumps(r) + "\n" for r in batch_rows))
+        paths.append(path)
+    (out / "synth_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m llm.synth",
+        description="Write synthetic TL;DR comparisons (official JSON-lines schema).",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--workers", type=int, default=5, help="labelers kept by the loader")
+    parser.add_argument("--train-per-worker", type=int, default=5373)
+    parser.add_argument("--valid-per-worker", type=int, default=1238)
+    parser.error = _one_line_error(parser)
+    args = parser.parse_args(argv)
+    for name in ("workers", "train_per_worker", "valid_per_worker"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
+    rows, meta = make_rows(args.seed, args.workers, args.train_per_worker, args.valid_per_worker)
+    paths = write_dataset(args.out, rows, meta)
+    bayes = np.mean([meta["bayes_valid_accuracy"][w] for w in meta["workers"][: args.workers]])
+    print(f"wrote {len(rows)} rows in {len(paths)} files to {args.out / 'comparisons'}; "
+          f"mean Bayes validation accuracy of the top {args.workers} workers {bayes:.3f}")
+    return 0
+
+
+def _one_line_error(parser: argparse.ArgumentParser):
+    def error(message: str):
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+    return error
+
+
+if __name__ == "__main__":
+    sys.exit(main())

