@@ -119,6 +119,24 @@ def negative_log_likelihood(delta: np.ndarray, data: PreferenceData,
     return float(np.mean(logistic_loss(z, data.o.astype(float))))
 
 
+def nll_gradient(delta: np.ndarray, data: PreferenceData,
+                 init: np.ndarray | None = None) -> np.ndarray:
+    """Gradient (N, d1, d2) of :func:`negative_log_likelihood` in DeltaTheta_i (Eq. 3.5).
+
+    d/dDeltaTheta_i = (1/M) sum_{j of user i} (sigmoid(z_j) - o_j) (x0_j - x1_j).
+    """
+    delta = _check_users(delta, data, "delta")
+    theta = delta if init is None else delta + _check_users(init, data, "init")
+    if data.user.size == 0:
+        raise ValueError("data holds no comparisons")
+    diff = data.diff.astype(float)
+    z = np.einsum("mde,mde->m", diff, theta[data.user])
+    r = (expit(z) - data.o) / data.user.size
+    grad = np.zeros_like(theta)
+    np.add.at(grad, data.user, r[:, None, None] * diff)
+    return grad
+
+
 def fit(method: str, data: PreferenceData, k: int, B: float, init: np.ndarray | None = None,
         **options) -> Estimate:
     """Fit one estimator of Eq. 3.5 over the parameter set named by ``method`` (see module doc).

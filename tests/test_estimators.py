@@ -1,0 +1,268 @@
+"""Tests of sim/estimators.py: the MLEs of Eq. 3.5 over S, S^LoRA and S^ShareLoRA
+(Eq. 3.1, 3.3, 3.4), the global and nuclear-norm references, and their statistical behaviour."""
+
+import cvxpy as cp
+import numpy as np
+import pytest
+
+from sim.data import PreferenceData, behaviour_policy, make_preferences
+from sim.estimators import (
+    METHODS,
+    _layout,
+    _LowRank,
+    fit,
+    negative_log_likelihood,
+    nll_gradient,
+)
+from sim.mdp import random_mdp
+from sim.truth import make_ground_truth
+from theory.diversity import aggregate, best_rank_k, principal_angle_distance
+
+
+def _instance(seed, N=10, d1=8, d2=2, k=2, Np=200, nu=0.15, tail=0.0, B=1.0, init_scale=0.0):
+    rng = np.random.default_rng(seed)
+    mdp = random_mdp(10, 5, 5, d1, d2, rng)
+    gt = make_ground_truth(N, d1, d2, k, nu, tail, B, rng, init_scale=init_scale)
+    mu = behaviour_policy(mdp, "uniform", rng)
+    return gt, make_preferences(mdp, gt.theta, Np, mu, mu, rng)
+
+
+def _est_err(est, gt):
+    return float(np.mean(np.sum((est.delta - gt.delta) ** 2, axis=(1, 2))))
+
+
+# ------------------------------------------------------------------ gradients
+
+
+def test_nll_gradient_matches_finite_differences():
+    gt, data = _instance(0, N=3, d1=4, d2=2, Np=20, init_scale=0.5)
+    rng = np.random.default_rng(1)
+    delta = rng.normal(size=gt.delta.shape) * 0.3
+    g = nll_gradient(delta, data, gt.init)
+    eps = 1e-6
+    fd = np.zeros_like(delta)
+    for idx in np.ndindex(delta.shape):
+        e = np.zeros_like(delta)
+        e[idx] = eps
+        fd[idx] = (negative_log_likelihood(delta + e, data, gt.init)
+                   - negative_log_likelihood(delta - e, data, gt.init)) / (2 * eps)
+    np.testing.assert_allclose(g, fd, atol=1e-9)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("B", [10.0, 0.4])  # ball inactive / active for most users
+def test_factor_gradient_and_hessian_match_finite_differences(shared, B):
+    """Gradient and Newton Hessian of h(Z) = min_W NLL((U + U_perp Z) W) at Z = 0."""
+    gt, data = _instance(1, N=4, d1=5, d2=2, k=2, Np=150)
+    k = 2 if shared else 1
+    lr = _LowRank(_layout(data, None), k, B, shared, tol=1e-15)
+    U = lr.spectral_start()
+    W, _, _ = lr.w_step(U, np.zeros((4, k, 2)))
+    r, s, delta = lr.residuals(U, W)
+    Uperp = lr.complement(U)
+    dz, gz = lr.newton_direction(U, Uperp, W, r, s)
+
+    def h(zflat):
+        Q = np.linalg.qr(U + np.matmul(Uperp, zflat.reshape(dz.shape)))[0]
+        W0 = np.matmul(lr.user_basis(Q).transpose(0, 2, 1), delta)
+        return lr.w_step(Q, W0)[1].sum()
+
+    n = gz.size
+    eps = 1e-4
+    basis = np.eye(n)
+    g_fd = np.array([(h(eps * e) - h(-eps * e)) / (2 * eps) for e in basis])
+    np.testing.assert_allclose(gz.ravel(), g_fd, rtol=1e-5, atol=1e-9 * np.abs(g_fd).max())
+    H_fd = np.array([[(h(eps * (a + b)) - h(eps * (a - b)) - h(eps * (b - a)) + h(-eps * (a + b)))
+                      / (4 * eps**2) for b in basis] for a in basis])
+    H_fd = 0.5 * (H_fd + H_fd.T)
+    # newton_direction uses |eigenvalues| of the Hessian; on these instances h is locally
+    # convex at the spectral start, so it must equal the plain Newton step of the FD Hessian
+    assert np.linalg.eigvalsh(H_fd).min() > 0
+    d_fd = -np.linalg.solve(H_fd, g_fd)
+    np.testing.assert_allclose(dz.ravel(), d_fd, rtol=1e-3, atol=1e-4 * np.abs(d_fd).max())
+
+
+# ------------------------------------------------------------------ convex methods vs cvxpy
+
+
+def _cvxpy_full(data, B, shared_delta):
+    n, d1, d2 = data.n_users, data.x0.shape[1], data.x0.shape[2]
+    X = data.diff.reshape(-1, d1 * d2)
+    o = data.o.astype(float)
+    if shared_delta:
+        v = cp.Variable(d1 * d2)
+        z = X @ v
+        cons = [cp.norm(v) <= B]
+    else:
+        V = cp.Variable((n, d1 * d2))
+        z = cp.sum(cp.multiply(X, V[data.user]), axis=1)
+        cons = [cp.norm(V[i]) <= B for i in range(n)]
+    prob = cp.Problem(cp.Minimize(cp.sum(cp.logistic(z) - cp.multiply(o, z)) / o.size), cons)
+    prob.solve(solver="CLARABEL", tol_gap_abs=1e-11, tol_gap_rel=1e-11, tol_feas=1e-11)
+    return prob.value
+
+
+@pytest.mark.parametrize("method", ["full", "global"])
+def test_convex_methods_match_cvxpy(method):
+    gt, data = _instance(2, N=4, d1=3, d2=2, k=1, Np=15, B=1.0, nu=0.5)  # small Np: separable
+    est = fit(method, data, 1, 0.7)
+    ref = _cvxpy_full(data, 0.7, method == "global")
+    assert est.info["converged"]
+    assert abs(est.nll - ref) <= 1e-6 * ref and est.nll <= ref + 1e-9
+    assert np.linalg.norm(est.delta, axis=(1, 2)).max() <= 0.7 * (1 + 1e-9)
+
+
+# ------------------------------------------------------------------ shared / local
+
+
+def test_shared_output_is_feasible():
+    gt, data = _instance(3, N=12, d1=8, d2=2, k=2, Np=40, tail=0.05)
+    est = fit("shared", data, 2, 0.8)
+    assert np.linalg.matrix_rank(aggregate(est.delta), tol=1e-9) <= 2
+    assert np.linalg.norm(est.delta, axis=(1, 2)).max() <= 0.8 * (1 + 1e-9)
+    assert est.basis.shape == (8, 2)
+    np.testing.assert_allclose(est.basis.T @ est.basis, np.eye(2), atol=1e-12)
+    assert est.info["converged"] and est.info["gap"] <= 1e-9
+
+
+def test_local_output_is_feasible():
+    gt, data = _instance(3, N=6, d1=6, d2=3, k=2, Np=60)
+    est = fit("local", data, 1, 0.8)
+    assert est.basis is None
+    assert max(np.linalg.matrix_rank(d, tol=1e-9) for d in est.delta) <= 1
+    assert np.linalg.norm(est.delta, axis=(1, 2)).max() <= 0.8 * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("method,k,B", [("shared", 2, 1.0), ("shared", 1, 0.3), ("local", 1, 1.0)])
+def test_two_algorithms_agree(method, k, B):
+    """Newton-on-span(U) (default) vs scipy L-BFGS in a fixed chart: same objective to 1e-6.
+
+    Both are local methods on a non-convex problem, started from the same spectral point.
+    The instance has Np = 300 per user and a clear spectral gap (tail = 0), so the spectral
+    start lies in the basin of one minimiser and both must reach it; B = 0.3 makes most balls
+    active, exercising the constrained branch of both.
+    """
+    gt, data = _instance(4, N=8, d1=6, d2=2, k=2, Np=300)
+    a = fit(method, data, k, B)
+    b = fit(method, data, k, B, solver="lbfgs")
+    assert abs(a.nll - b.nll) <= 1e-6 * a.nll
+    assert a.info["converged"]
+
+
+def test_init_enters_as_offset():
+    gt, data = _instance(5, N=6, d1=6, d2=2, k=2, Np=100, init_scale=1.0)
+    est = fit("shared", data, 2, 1.0, init=gt.init)
+    zero = fit("shared", data, 2, 1.0)
+    assert est.nll < zero.nll  # the true init is informative
+    assert est.nll == pytest.approx(negative_log_likelihood(est.delta, data, gt.init))
+
+
+# ------------------------------------------------------------------ nuclear
+
+
+def test_nuclear_kkt_and_penalty():
+    gt, data = _instance(6, N=10, d1=6, d2=2, k=2, Np=200)
+    big = fit("nuclear", data, 2, 1.0, lam=1.0)
+    np.testing.assert_array_equal(big.delta, 0)  # lam above ||grad(0)||_op
+    est = fit("nuclear", data, 2, 1.0, tol=1e-10)
+    lam = est.info["lam"]
+    g = aggregate(nll_gradient(est.delta, data))
+    u, s, vt = np.linalg.svd(aggregate(est.delta), full_matrices=False)
+    r = int(np.sum(s > 1e-8))
+    # optimality: -grad in lam * subdifferential of ||.||_* at the estimate
+    np.testing.assert_allclose(-g @ vt[:r].T, lam * u[:, :r], atol=1e-6)
+    assert np.linalg.norm(g, 2) <= lam * (1 + 1e-5)
+    assert est.info["converged"]
+
+
+# ------------------------------------------------------------------ statistics
+
+
+def _recovery_curve(Nps, seeds, **kw):
+    err = np.zeros((len(seeds), len(Nps)))
+    dist = np.zeros_like(err)
+    for a, s in enumerate(seeds):
+        for b, Np in enumerate(Nps):
+            gt, data = _instance(s, Np=Np, **kw)
+            est = fit("shared", data, 2, 1.0)
+            err[a, b] = _est_err(est, gt)
+            dist[a, b] = principal_angle_distance(est.basis, best_rank_k(gt.delta, 2)[0])
+    return err.mean(0), dist.mean(0)
+
+
+def test_recovery_rate_one_over_Np():
+    """Sigma_tail = 0: est_err ~ 1/Np (slope -1 +- 0.2 over Np = 50..3200) and dist falls."""
+    Nps = [50, 100, 200, 400, 800, 1600, 3200]
+    err, dist = _recovery_curve(Nps, seeds=[0, 1, 2], N=10, d1=8, d2=2, k=2, tail=0.0)
+    slope = np.polyfit(np.log(Nps), np.log(err), 1)[0]
+    assert -1.2 <= slope <= -0.8, (slope, err)
+    assert np.all(np.diff(dist) < 0), dist
+
+
+@pytest.mark.slow
+def test_recovery_rate_one_over_Np_larger():
+    Nps = [50, 100, 200, 400, 800, 1600, 3200]
+    err, dist = _recovery_curve(Nps, seeds=list(range(6)), N=20, d1=10, d2=2, k=2, tail=0.0)
+    slope = np.polyfit(np.log(Nps), np.log(err), 1)[0]
+    assert -1.2 <= slope <= -0.8, (slope, err)
+    assert dist[-1] < 0.5 * dist[0]
+
+
+def test_shared_beats_local_and_full_when_many_users_few_comparisons():
+    """Remark 3: N = 50 users, Np = 40, k = 1 -- pooling the column space pays off."""
+    errs = {m: [] for m in ("shared", "local", "full")}
+    for s in range(2):
+        gt, data = _instance(s, N=50, d1=10, d2=2, k=1, Np=40, nu=0.3)
+        for m in errs:
+            errs[m].append(_est_err(fit(m, data, 1, 1.0), gt))
+    shared = np.mean(errs["shared"])
+    assert shared < 0.5 * np.mean(errs["local"]) and shared < 0.5 * np.mean(errs["full"]), errs
+
+
+# ------------------------------------------------------------------ contract
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_deterministic_and_contract(method):
+    gt, data = _instance(7, N=5, d1=5, d2=2, k=2, Np=60)
+    a, b = fit(method, data, 2, 1.0), fit(method, data, 2, 1.0)
+    np.testing.assert_array_equal(a.delta, b.delta)
+    assert a.method == method and a.delta.shape == (5, 5, 2)
+    assert (a.basis is None) == (method in ("local", "full", "global"))
+    if a.basis is not None:
+        np.testing.assert_array_equal(a.basis, b.basis)
+    assert a.nll == pytest.approx(negative_log_likelihood(a.delta, data))
+    for key in ("iterations", "converged", "gap", "fit_s"):
+        assert key in a.info
+
+
+def test_bad_inputs_raise():
+    gt, data = _instance(8, N=3, d1=4, d2=2, k=1, Np=10)
+    with pytest.raises(ValueError, match="unknown method 'lora'.*shared"):
+        fit("lora", data, 1, 1.0)
+    for k in (0, 5, 1.5):
+        with pytest.raises(ValueError, match=f"rank k={k}"):
+            fit("shared", data, k, 1.0)
+    for B in (0.0, -1.0, np.inf):
+        with pytest.raises(ValueError, match="Frobenius bound B"):
+            fit("full", data, 1, B)
+    with pytest.raises(ValueError, match=r"init must have shape .*\(3, 4, 2\)"):
+        fit("shared", data, 1, 1.0, init=np.zeros((3, 2, 4)))
+    with pytest.raises(ValueError, match="unknown option"):
+        fit("full", data, 1, 1.0, solver="lbfgs")
+    with pytest.raises(ValueError, match="unknown solver"):
+        fit("shared", data, 1, 1.0, solver="adam")
+    with pytest.raises(ValueError, match="delta must have shape"):
+        negative_log_likelihood(np.zeros((2, 4, 2)), data)
+    empty = PreferenceData(np.zeros(0, int), np.zeros((0, 4, 2)), np.zeros((0, 4, 2)),
+                           np.zeros(0, np.int8), 3)
+    with pytest.raises(ValueError, match="no comparisons"):
+        fit("full", empty, 1, 1.0)
+
+
+def test_vacuous_rank_constraint_reduces_to_full():
+    gt, data = _instance(9, N=4, d1=4, d2=2, k=2, Np=50)
+    local = fit("local", data, 2, 1.0)  # rank(DeltaTheta_i) <= min(d1, d2) = 2 always
+    full = fit("full", data, 2, 1.0)
+    np.testing.assert_array_equal(local.delta, full.delta)
+    assert local.info["reduces_to"] == "full"
