@@ -272,6 +272,17 @@ class _LowRank:
         self.n_w_iters = 0
         n, m, d1, d2 = prob.X.shape
         self.Xf = prob.X.reshape(n, m, d1 * d2)
+        # (d1, N m d2): with one shared basis, U^T X_j for all rows is a single GEMM
+        self.Xt = prob.X.transpose(2, 0, 1, 3).reshape(d1, -1) if shared else None
+
+    def left_multiply(self, V):
+        """(N, m, r, d2): V_{c(i)}^T X_j for every row, V (C, d1, r)."""
+        p = self.prob
+        n, m, _, d2 = p.X.shape
+        if self.shared:
+            out = (V[0].T @ self.Xt).reshape(V.shape[2], n, m, d2)
+            return out.transpose(1, 2, 0, 3)
+        return np.matmul(V.transpose(0, 2, 1)[:, None], p.X)
 
     def user_basis(self, U):
         """(N, d1, k) basis of every user from (C, d1, k)."""
@@ -283,8 +294,7 @@ class _LowRank:
 
     def project(self, U):
         """(N, m, k, d2): U_{c(i)}^T X_j for every row."""
-        Ut = self.user_basis(U).transpose(0, 2, 1)
-        return np.matmul(Ut[:, None], self.prob.X)
+        return self.left_multiply(U)
 
     def spectral_start(self) -> np.ndarray:
         """Top-k left singular vectors of the NLL gradient at DeltaTheta = 0 (per group)."""
@@ -312,8 +322,10 @@ class _LowRank:
         """
         p, k = self.prob, self.k
         sel = np.arange(p.N) if users is None else np.flatnonzero(users)
-        Ub = self.user_basis(U)[sel]
-        F = np.matmul(Ub.transpose(0, 2, 1)[:, None], p.X[sel])
+        if self.shared:
+            F = self.left_multiply(U)[sel]
+        else:
+            F = np.matmul(U[sel].transpose(0, 2, 1)[:, None], p.X[sel])
         F = F.reshape(sel.size, p.X.shape[1], -1)
         res = ball_logistic(F, p.c[sel], p.o[sel], p.w[sel], self.B,
                             v0=W0[sel].reshape(sel.size, -1), tol=self.tol / (10 * p.N),
@@ -349,12 +361,12 @@ class _LowRank:
         onto the sphere's tangent for users whose ball is active. Returns (dz, grad) with the
         Hessian shifted by a Levenberg term where it is not positive definite.
         """
-        p, k = self.prob, self.k
+        k = self.k
         n, m = r.shape
         q = Uperp.shape[2]
         D = self.gradient_users(r)                                   # (N, d1, d2)
-        UpX = np.matmul(self.user_basis(Uperp).transpose(0, 2, 1)[:, None], p.X)  # (N,m,q,d2)
-        a = np.matmul(UpX, W.transpose(0, 2, 1)[:, None]).reshape(n, m, q * k)
+        UpX = self.left_multiply(Uperp)                             # (N, m, q, d2)
+        a = np.matmul(UpX.reshape(n, m * q, -1), W.transpose(0, 2, 1)).reshape(n, m, q * k)
         b = self.project(U).reshape(n, m, k * W.shape[2])
         gW = np.matmul(r[:, None, :], b)[:, 0]                       # (N, k d2)
         wf = W.reshape(n, -1)
