@@ -1,0 +1,418 @@
+"""Training throughput of the reward models of llm/ (Section 5, Appendix D) on Llama/GPT-J shapes.
+
+    python -m benchmarks.llm_throughput [--tiny] [--out CSV] [--budget-s S] [--compile]
+
+Randomly initialised backbones (a config, no weights) with the shapes of Llama-3.2-1B,
+Llama-3-8B and GPT-J-6B are wrapped by ``llm.model.build_reward_model`` exactly as
+``llm/train.py`` does (stock peft LoRA for ``global``/``local``, :mod:`llm.lora` for ``shared``
+and ``shared-a``; LoRA r=32, alpha=16 on q_proj, k_proj) and trained for a few steps on the
+Bradley-Terry pair loss in bf16 autocast. Every row of the CSV is one (shape, method, batch
+layout, option) measured in this one run, next to the bf16 matmul rate of the same GPU, so the
+ratios (shared / global, option / baseline) are side by side.
+
+MFU counts model FLOPs only, with the convention that reproduces the anchor numbers in
+docs/performance.md: per token 4 N (forward 2 N, backward input gradients 2 N; the frozen
+weights get no weight gradient) with N the non-embedding, non-head parameters, plus
+12 L s d for attention scores (forward + backward, no causal discount); recomputation under
+gradient checkpointing and the LoRA factors are not counted. ``mfu`` counts every processed
+token (padding included), ``mfu_useful`` only real tokens.
+
+Without CUDA (or with ``--tiny``) the same code path runs tiny configs on the CPU in fp32 so that
+the script is tested; those figures are NOT GPU figures and say so in every row (``device``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import gc
+import math
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+N_USERS = 5  # Section 5: the top five labelers
+LORA_R, LORA_ALPHA = 32, 16.0  # Appendix D.2
+PAPER_PAIRS, PAPER_EPOCHS = 26_865, 3  # one method of the paper's table (Section 5)
+# TL;DR prompt+summary lengths (tokens): the posts were filtered to <= 512 tokens in total;
+# prompt ~ log-normal (median 300, log-sd 0.45), each summary 12..48 tokens -> pair median ~330.
+TLDR_PROMPT_MEDIAN, TLDR_PROMPT_LOGSD, TLDR_MAX = 300, 0.45, 512
+SUMMARY_MIN, SUMMARY_MAX = 12, 48
+GROUP_POOL = 64  # length grouping: sort this many batches' worth of pairs, then chunk
+
+SHAPES = {
+    "llama-1b": dict(arch="llama", hidden=2048, layers=16, heads=32, kv=8, inter=8192, vocab=128256),
+    "llama-8b": dict(arch="llama", hidden=4096, layers=32, heads=32, kv=8, inter=14336, vocab=128256),
+    "gptj-6b": dict(arch="gptj", hidden=4096, layers=28, heads=16, rotary=64, vocab=50400),
+    "tiny-llama": dict(arch="llama", hidden=64, layers=2, heads=4, kv=2, inter=128, vocab=512),
+    "tiny-gptj": dict(arch="gptj", hidden=64, layers=2, heads=4, rotary=8, vocab=512),
+}
+METHOD_KIND = {"global": "peft", "local": "peft", "shared": "personal", "shared-a": "personal"}
+COLUMNS = [
+    "shape", "method", "layout", "option", "rows", "pairs", "max_len", "attn", "fused_adamw",
+    "checkpointing", "compiled", "steps", "step_s", "tokens_s", "padded_tokens_s", "pairs_s",
+    "seqs_s", "pad_frac", "peak_mem_gib", "model_tflops", "mfu", "mfu_useful", "vs_global",
+    "matmul_tflops", "device", "dtype", "versions",
+]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measured row: a backbone shape, a method and how batches and training are set up."""
+
+    shape: str
+    method: str
+    layout: str  # "fixed" (every row max_len tokens), "tldr-random" or "tldr-grouped"
+    rows: int  # sequences per step = 2 x pairs (chosen and rejected in one pass, as llm/train.py)
+    max_len: int
+    option: str = "base"  # label of the deviation from the baseline below
+    attn: str = "sdpa"
+    fused_adamw: bool = True
+    checkpointing: bool = False
+    compiled: bool = False
+
+
+def gpu_plan(compile_: bool) -> list[Case]:
+    """Cases in priority order: the budget cuts from the end."""
+    b8 = dict(shape="llama-8b", layout="fixed", rows=16, max_len=512)
+    plan = [Case(method=m, **b8) for m in ("global", "shared", "shared-a", "local")]
+    plan += [
+        Case(method="shared", option="ckpt", checkpointing=True, **b8),  # llm/train.py CUDA default
+        Case(method="shared", option="foreach-adamw", fused_adamw=False, **b8),  # train.py default
+        Case(method="global", option="ckpt", checkpointing=True, **b8),
+    ]
+    for layout in ("tldr-random", "tldr-grouped"):
+        plan += [Case("llama-8b", m, layout, 16, 512) for m in ("global", "shared")]
+    plan += [Case("llama-8b", m, "fixed", 8, 2048, option="ckpt", checkpointing=True)
+             for m in ("global", "shared")]
+    b1 = dict(shape="llama-1b", layout="fixed", rows=16, max_len=512)
+    plan += [Case(method=m, **b1) for m in ("global", "shared", "shared-a", "local")]
+    plan += [Case(method="shared", option="eager-attn", attn="eager", **b1)]
+    plan += [Case("gptj-6b", m, "fixed", 16, 512) for m in ("global", "shared")]
+    if compile_:
+        plan += [Case(method=m, option="compile", compiled=True, **b1) for m in ("global", "shared")]
+    return plan
+
+
+def tiny_plan(compile_: bool) -> list[Case]:
+    """The GPU plan's code paths at tiny sizes (CPU smoke run)."""
+    size = {"llama-8b": "tiny-llama", "llama-1b": "tiny-llama", "gptj-6b": "tiny-gptj"}
+    seen, plan = set(), []
+    for c in gpu_plan(compile_):
+        c = replace(c, shape=size[c.shape], rows=min(c.rows, 8), max_len=c.max_len // 8)
+        if c not in seen:
+            seen.add(c)
+            plan.append(c)
+    return plan
+
+
+def tldr_pair_lengths(n_pairs: int, rng: np.random.Generator, max_len: int = TLDR_MAX) -> np.ndarray:
+    """(n_pairs, 2) token counts of chosen/rejected prompt+summary, scaled to ``max_len``."""
+    scale = max_len / TLDR_MAX
+    prompt = rng.lognormal(math.log(TLDR_PROMPT_MEDIAN), TLDR_PROMPT_LOGSD, n_pairs)
+    prompt = np.clip(prompt, 32, TLDR_MAX - SUMMARY_MAX)
+    summary = rng.integers(SUMMARY_MIN, SUMMARY_MAX + 1, (n_pairs, 2))
+    total = np.minimum(prompt[:, None] + summary, TLDR_MAX)
+    return np.maximum(np.round(total * scale), 2).astype(int)
+
+
+def pair_batches(case: Case, n_steps: int, seed: int = 0) -> list[np.ndarray]:
+    """Per step, (rows,) sequence lengths: chosen rows then rejected rows (as llm/train.py)."""
+    pairs = case.rows // 2
+    if case.layout == "fixed":
+        return [np.full(case.rows, case.max_len) for _ in range(n_steps)]
+    rng = np.random.default_rng(seed)
+    lengths = tldr_pair_lengths(max(n_steps, GROUP_POOL) * pairs, rng, case.max_len)
+    batches = [lengths[i * pairs:(i + 1) * pairs] for i in range(len(lengths) // pairs)]
+    if case.layout == "tldr-grouped":  # sort by longer text, chunk, shuffle the chunks
+        order = np.argsort(lengths.max(1), kind="stable")
+        srt = lengths[order]
+        batches = [srt[i * pairs:(i + 1) * pairs] for i in range(len(srt) // pairs)]
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    elif case.layout != "tldr-random":
+        raise ValueError(f"layout must be fixed, tldr-random or tldr-grouped, got {case.layout!r}")
+    return [np.concatenate([b[:, 0], b[:, 1]]) for b in batches[:n_steps]]
+
+
+def make_backbone(shape: str, device, dtype):
+    """Randomly initialised sequence classifier (num_labels=1, pad id 0) with ``shape``."""
+    import torch
+    import transformers
+    from transformers import (
+        GPTJConfig,
+        GPTJForSequenceClassification,
+        LlamaConfig,
+        LlamaForSequenceClassification,
+    )
+
+    s = SHAPES[shape]
+    transformers.logging.set_verbosity_error()
+    if s["arch"] == "llama":
+        cfg = LlamaConfig(vocab_size=s["vocab"], hidden_size=s["hidden"],
+                          num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
+                          num_key_value_heads=s["kv"], intermediate_size=s["inter"],
+                          max_position_embeddings=8192, num_labels=1, pad_token_id=0,
+                          bos_token_id=1, eos_token_id=2)
+        cls = LlamaForSequenceClassification
+    else:
+        cfg = GPTJConfig(vocab_size=s["vocab"], n_embd=s["hidden"], n_layer=s["layers"],
+                         n_head=s["heads"], rotary_dim=s["rotary"], n_positions=2048,
+                         num_labels=1, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+        cls = GPTJForSequenceClassification
+    with torch.device(device):
+        net = cls._from_config(cfg, dtype=dtype, attn_implementation="sdpa")
+    return net
+
+
+def model_flops_per_token(backbone) -> tuple[float, float]:
+    """(4 N, 12 L d): dense FLOPs per token and the attention coefficient (times seq length)."""
+    cfg = backbone.config
+    hidden = getattr(cfg, "hidden_size", None) or cfg.n_embd
+    layers = getattr(cfg, "num_hidden_layers", None) or cfg.n_layer
+    skip = ("embed_tokens", "wte", "score")
+    n = sum(p.numel() for name, p in backbone.named_parameters() if not any(s in name for s in skip))
+    return 4.0 * n, 12.0 * layers * hidden
+
+
+def matmul_tflops(device, dtype, n: int, reps: int) -> float:
+    """Dense matmul rate (TFLOP/s) of ``torch.matmul`` on n x n operands."""
+    import torch
+
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2.0 * n**3 * reps / (time.perf_counter() - t0) / 1e12
+
+
+def _sync(device) -> None:
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def build_model(case: Case, pristine, device):
+    """The method's RewardModel built by llm.model on a copy of the pristine backbone."""
+    import torch
+
+    from llm.config import TrainConfig
+    from llm.model import build_reward_model
+
+    backbone = copy.deepcopy(pristine)
+    if case.attn != "sdpa":
+        backbone.set_attn_implementation(case.attn)
+    if case.checkpointing:  # as llm/train.py: always non-reentrant
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    cfg = TrainConfig(method=case.method, lora_r=LORA_R, lora_alpha=LORA_ALPHA,
+                      targets=("q_proj", "k_proj"))
+    gen = torch.Generator().manual_seed(0)
+    model = build_reward_model(cfg, backbone, N_USERS, METHOD_KIND[case.method], gen)
+    return model.to(device)
+
+
+def measure(case: Case, pristine, device, dtype, warmup: int, steps: int) -> dict:
+    """Train ``warmup + steps`` steps of ``case``; timing and memory of the last ``steps``."""
+    import torch
+
+    model = build_model(case, pristine, device)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    cuda = str(device).startswith("cuda")
+    opt = torch.optim.AdamW(params, lr=5e-5, fused=case.fused_adamw if cuda else None,
+                            foreach=None if (case.fused_adamw and cuda) else True)
+    fwd = torch.compile(model) if case.compiled else model
+    vocab = pristine.config.vocab_size
+    gen = torch.Generator().manual_seed(1)
+    batches = pair_batches(case, warmup + steps)
+    pairs = case.rows // 2
+    users_all = torch.randint(0, N_USERS, (len(batches), pairs), generator=gen)
+    if case.method == "local":  # one user per model
+        users_all.zero_()
+
+    def step(i: int) -> None:
+        lens = batches[i]
+        width = int(lens.max())
+        ids = torch.randint(3, vocab, (case.rows, width), generator=gen)
+        mask = (torch.arange(width)[None, :] < torch.as_tensor(lens)[:, None]).long()
+        ids = (ids * mask).to(device, non_blocking=True)  # pad id 0 on the right
+        mask = mask.to(device, non_blocking=True)
+        users = users_all[i].repeat(2).to(device, non_blocking=True)
+        with torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=cuda):
+            r = fwd(ids, mask, users)
+        loss = -torch.nn.functional.logsigmoid(r[:pairs].float() - r[pairs:].float()).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)  # as llm/train.py (MAX_GRAD_NORM)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for i in range(warmup):
+        step(i)
+    _sync(device)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for i in range(warmup, warmup + steps):
+        t0 = time.perf_counter()
+        step(i)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+    timed = batches[warmup:]
+    total_s = float(np.sum(times))
+    real = float(sum(b.sum() for b in timed))
+    padded = float(sum(b.max() * len(b) for b in timed))
+    dense, attn = model_flops_per_token(pristine)
+    flops_padded = sum(len(b) * b.max() * (dense + attn * b.max()) for b in timed)
+    flops_real = sum(float(np.sum(b * (dense + attn * b))) for b in timed)
+    return dict(
+        steps=steps, step_s=float(np.median(times)), tokens_s=real / total_s,
+        padded_tokens_s=padded / total_s, pairs_s=steps * pairs / total_s,
+        seqs_s=steps * case.rows / total_s, pad_frac=1 - real / padded, peak_mem_gib=peak,
+        model_tflops=flops_padded / total_s / 1e12, _flops_real=flops_real / total_s / 1e12,
+    )
+
+
+def run(args) -> list[dict]:
+    import peft
+    import torch
+    import transformers
+
+    cuda = torch.cuda.is_available() and not args.tiny
+    if not cuda:
+        print("NOTE: CPU/--tiny run: tiny configs in fp32 on the CPU; these are NOT GPU figures, "
+              "only a test of the code path.", flush=True)
+    device = "cuda" if cuda else "cpu"
+    dtype = torch.bfloat16 if cuda else torch.float32
+    device_name = torch.cuda.get_device_name() if cuda else "cpu-tiny (NOT GPU figures)"
+    versions = f"torch {torch.__version__}; transformers {transformers.__version__}; peft {peft.__version__}"
+    t_start = time.perf_counter()
+    mm_n, mm_reps = (8192, 50) if cuda else (512, 10)
+    peak = matmul_tflops(device, dtype, mm_n, mm_reps)
+    print(f"device: {device_name}; {versions}\nmatmul {mm_n}^3 {str(dtype)[6:]}: {peak:.3g} TFLOP/s",
+          flush=True)
+    plan = (gpu_plan if cuda else tiny_plan)(args.compile)
+    warmup, steps = (3, 10) if cuda else (1, 2)
+    warmup, steps = args.warmup if args.warmup is not None else warmup, args.steps or steps
+    if args.only:
+        plan = [c for c in plan if c.shape in args.only]
+    if args.methods:
+        plan = [c for c in plan if c.method in args.methods]
+    rows, pristine, pristine_shape, last_cost = [], None, None, {}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for case in plan:
+        left = args.budget_s - (time.perf_counter() - t_start)
+        if left < 1.3 * last_cost.get(case.shape, 0.0):
+            print(f"skip (budget): {case}", flush=True)
+            continue
+        t0 = time.perf_counter()
+        if case.shape != pristine_shape:
+            pristine = None
+            gc.collect()
+            if cuda:
+                torch.cuda.empty_cache()
+            pristine, pristine_shape = make_backbone(case.shape, device, dtype), case.shape
+        try:
+            res = measure(case, pristine, device, dtype, warmup, steps)
+            gc.collect()  # the case's model and optimizer state are garbage now
+            if cuda:
+                torch.cuda.empty_cache()
+        except torch.OutOfMemoryError as err:  # report and go on: other cases still fit
+            print(f"OOM: {case}: {str(err).splitlines()[0]}", flush=True)
+            gc.collect()
+            torch.cuda.empty_cache()
+            continue
+        last_cost[case.shape] = time.perf_counter() - t0
+        useful = res.pop("_flops_real")
+        row = dict(asdict(case), **res, pairs=case.rows // 2, mfu=res["model_tflops"] / peak,
+                   mfu_useful=useful / peak, matmul_tflops=peak, device=device_name,
+                   dtype=str(dtype)[6:], versions=versions)
+        row["vs_global"] = row["tokens_s"] / _global_ref(rows, case) if rows else float("nan")
+        rows.append(row)
+        _write_csv(out, rows)
+        print(_line(row), flush=True)
+    print(f"wrote {out} ({len(rows)} rows) in {time.perf_counter() - t_start:.0f} s")
+    print(projection(rows, cuda))
+    return rows
+
+
+def _global_ref(rows: list[dict], case: Case) -> float:
+    """tokens/s of ``global`` on the same batches: same option if measured, else the baseline."""
+    same = [r for r in rows if r["method"] == "global"
+            and (r["shape"], r["layout"], r["rows"], r["max_len"])
+            == (case.shape, case.layout, case.rows, case.max_len)]
+    for option in (case.option, "base"):
+        for r in same:
+            if r["option"] == option:
+                return r["tokens_s"]
+    return float("nan")
+
+
+def projection(rows: list[dict], cuda: bool) -> str:
+    """Projected training time of one method of the paper's table at the 8B shape."""
+    shape = "llama-8b" if cuda else "tiny-llama"
+    lines = [f"projected training time, {PAPER_PAIRS} pairs x {PAPER_EPOCHS} epochs at {shape}"
+             + ("" if cuda else " (tiny CPU figures: meaningless)") + ":"]
+    for r in rows:
+        if r["shape"] == shape and r["layout"].startswith("tldr") and r["option"] == "base":
+            hours = PAPER_PAIRS * PAPER_EPOCHS / r["pairs_s"] / 3600
+            lines.append(f"  {r['method']:<8} {r['layout']:<13} {r['pairs_s']:8.2f} pairs/s -> {hours:6.2f} h")
+    return "\n".join(lines) if len(lines) > 1 else lines[0] + " no TL;DR-length rows measured"
+
+
+def _line(r: dict) -> str:
+    return (f"{r['shape']:<10} {r['method']:<8} {r['layout']:<12} {r['rows']:>2}x{r['max_len']:<4} "
+            f"{r['option']:<13} {r['tokens_s']:10.0f} tok/s {r['pairs_s']:8.2f} pairs/s "
+            f"pad {r['pad_frac']:4.0%} mem {r['peak_mem_gib']:6.1f} GiB MFU {r['mfu']:5.1%} "
+            f"(useful {r['mfu_useful']:5.1%}) x{r['vs_global']:.3f} of global")
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    tmp.replace(path)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.llm_throughput", description=__doc__.split("\n")[0])
+    p.add_argument("--tiny", action="store_true", help="tiny configs on the CPU (automatic without CUDA)")
+    p.add_argument("--out", default="results/bench/llm_throughput.csv", help="CSV written row by row")
+    p.add_argument("--budget-s", type=float, default=420.0,
+                   help="wall-clock budget; remaining cases are skipped once it would be exceeded")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per case (GPU 10, tiny 2)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps per case (GPU 3, tiny 1)")
+    p.add_argument("--only", nargs="*", choices=sorted(SHAPES), help="restrict to these shapes")
+    p.add_argument("--methods", nargs="*", choices=sorted(METHOD_KIND), help="restrict to these methods")
+    p.add_argument("--compile", action="store_true", help="also measure torch.compile (1B shape)")
+    args = p.parse_args(argv)
+    if args.steps is not None and args.steps < 1:
+        p.error(f"--steps must be >= 1, got {args.steps}")
+    if args.warmup is not None and args.warmup < 0:
+        p.error(f"--warmup must be >= 0, got {args.warmup}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5 renames (v6)
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
