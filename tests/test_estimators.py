@@ -266,3 +266,19 @@ def test_vacuous_rank_constraint_reduces_to_full():
     full = fit("full", data, 2, 1.0)
     np.testing.assert_array_equal(local.delta, full.delta)
     assert local.info["reduces_to"] == "full"
+
+
+# ------------------------------------------------------------------ command line
+
+
+def test_demo_smoke_and_bad_arguments():
+    import subprocess
+    import sys
+
+    ok = subprocess.run([sys.executable, "-m", "sim.demo", "--seed", "1", "--N", "8", "--Np", "20",
+                         "--methods", "shared,full"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "shared" in ok.stdout and "est_err" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "sim.demo", "--Np", "0"], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
