@@ -16,10 +16,10 @@ Algorithms (details and measured numbers in docs/estimators.md):
 the rank-constrained problems are written as DeltaTheta_i = U W_i with U (d1, k) and the
 equivalent feasible set {||U||_op <= 1, ||W_i||_F <= B}; W is always solved exactly for the
 current U (N batched ball-constrained logistic regressions, sim/logistic.py), which makes the
-objective a function g(span U) on the Grassmannian (variable projection). ``solver="altmin"``
-(default) alternates this exact W-step with a Gauss-Newton step for U in the horizontal
-directions U_perp Z, retracted by QR and accepted by Armijo backtracking on g, so the iterates
-decrease g monotonically and stay feasible. ``solver="lbfgs"`` minimises g by scipy L-BFGS in a
+objective a function g(span U) on the Grassmannian (variable projection). ``solver="newton"``
+(default) alternates this exact W-step with a Newton step for g in the horizontal directions
+U_perp Z (Schur-complement Hessian, saddle-free), retracted by QR and accepted by Armijo
+backtracking on g, so the iterates decrease g monotonically and stay feasible. ``solver="lbfgs"`` minimises g by scipy L-BFGS in a
 fixed chart span(U0 + U0_perp Z) (an independent outer algorithm used as a cross-check).
 The convergence measure ``info["gap"]`` is the Frank-Wolfe gap of the (U, W) problem over its
 convex feasible set: zero exactly at first-order stationary points; for the convex methods
