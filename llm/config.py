@@ -41,6 +41,8 @@ class TrainConfig:
     """Output directory."""
     lr: float = 5e-5
     """Peak AdamW learning rate (Appendix D.2)."""
+    head_lr: float | None = None
+    """Learning rate of the fresh score head (None = lr); shared-g's factor applies to it too."""
     batch_size: int = 8
     """Comparisons per forward pass (per process)."""
     grad_accum: int = 16
@@ -94,6 +96,8 @@ class TrainConfig:
             raise ValueError(f"epochs must be > 0, got {self.epochs}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.head_lr is not None and not self.head_lr > 0:
+            raise ValueError(f"head_lr must be > 0, got {self.head_lr}")
         if not self.lora_alpha > 0:
             raise ValueError(f"lora_alpha must be > 0, got {self.lora_alpha}")
         if self.max_length < 8:

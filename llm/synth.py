@@ -92,7 +92,8 @@ def make_rows(
     weights = labeler_weights(n_total, rng)
     names = [f"synth-worker-{i:02d}" for i in range(n_total)]
     rows: list[dict] = []
-    bayes = {}
+    bayes, common = {}, {}
+    w_mean = weights[:workers].mean(axis=0)  # the best single reward for all kept workers
     for i, name in enumerate(names):
         if i < workers:
             # Unequal counts, smallest exactly the requested size, so capping is exercised.
@@ -101,7 +102,7 @@ def make_rows(
         else:
             n_train = max(1, train_per_worker // 3)
             n_valid = max(1, valid_per_worker // 3)
-        correct = 0.0
+        correct = correct_common = 0.0
         for split_name, n in (("train", n_train), ("valid", n_valid)):
             for j in range(n):
                 subreddit = str(rng.choice(list(SUBREDDITS)))
@@ -112,10 +113,12 @@ def make_rows(
                 choice = 0 if rng.uniform() < p0 else 1
                 if split_name == "valid":
                     correct += max(p0, 1.0 - p0)
+                    correct_common += p0 if float(w_mean @ (t0 - t1)) > 0 else 1.0 - p0
                 split = "train" if split_name == "train" else ("valid1" if j % 2 else "valid2")
                 rows.append(_row(f"t3_{seed}_{i}_{split_name}_{j}", subreddit, title, post,
                                  (s0, s1), choice, name, split, rng))
         bayes[name] = correct / n_valid
+        common[name] = correct_common / n_valid
         for j in range(CNNDM_ROWS_PER_WORKER if i < workers else 0):
             row = _row(f"cnndm_{seed}_{i}_{j}", None, "news", None, ("a", "b"), j % 2, name,
                        "valid2", rng)
@@ -128,6 +131,7 @@ def make_rows(
         "traits": list(TRAITS),
         "weights": weights.tolist(),
         "bayes_valid_accuracy": bayes,
+        "common_weight_valid_accuracy": common,
         "global_rank": int(np.linalg.matrix_rank(weights[:workers] - W_COMMON)),
     }
     return rows, meta
@@ -183,8 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     rows, meta = make_rows(args.seed, args.workers, args.train_per_worker, args.valid_per_worker)
     paths = write_dataset(args.out, rows, meta)
     bayes = np.mean([meta["bayes_valid_accuracy"][w] for w in meta["workers"][: args.workers]])
+    common = np.mean(
+        [meta["common_weight_valid_accuracy"][w] for w in meta["workers"][: args.workers]]
+    )
     print(f"wrote {len(rows)} rows in {len(paths)} files to {args.out / 'comparisons'}; "
-          f"mean Bayes validation accuracy of the top {args.workers} workers {bayes:.3f}")
+          f"top {args.workers} workers' expected validation accuracy: {bayes:.3f} with their "
+          f"own reward (Bayes), {common:.3f} with the mean reward (best global)")
     return 0
 
 

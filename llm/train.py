@@ -133,11 +133,19 @@ def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress):
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
 
+    from llm.lora import UserHead
+
     world = accel.num_processes
     steps = phase_steps(cfg, phase, data, world)
     model = _build_phase_model(cfg, phase, data.n_users, accel, out)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=phase.lr, weight_decay=cfg.weight_decay)
+    head_ids = {id(p) for m in model.modules() if isinstance(m, UserHead) for p in m.parameters()}
+    head_lr = phase.lr * (cfg.head_lr / cfg.lr if cfg.head_lr else 1.0)
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for p in params if id(p) not in head_ids], "lr": phase.lr},
+         {"params": [p for p in params if id(p) in head_ids], "lr": head_lr}],
+        lr=phase.lr, weight_decay=cfg.weight_decay,
+    )
     if phase.continue_schedule:
         group = [p for p in phases if p.continue_schedule]
         totals = [phase_steps(cfg, p, data, world) for p in group]
@@ -429,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output dir (default results/llm/<method>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--lr", type=float, default=d.lr, help="peak AdamW learning rate")
+    p.add_argument("--head-lr", type=float, default=None,
+                   help="learning rate of the score head (default: --lr)")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help="comparisons per forward pass per process")
     p.add_argument("--grad-accum", type=int, default=d.grad_accum,
@@ -464,7 +474,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         method=args.method, model=args.model, data=args.data, workers=args.workers,
         epochs=args.epochs, limit_per_worker=args.limit_per_worker,
         eval_limit_per_worker=args.eval_limit_per_worker, max_steps=args.max_steps,
-        seed=args.seed, out=out, lr=args.lr, batch_size=args.batch_size,
+        seed=args.seed, out=out, lr=args.lr, head_lr=args.head_lr, batch_size=args.batch_size,
         grad_accum=args.grad_accum, eval_batch_size=args.eval_batch_size,
         max_length=args.max_length, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
         targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),

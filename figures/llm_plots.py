@@ -1,0 +1,116 @@
+"""Figures 1-3 of the paper from llm metrics.csv files (reads result files only).
+
+- Figure 1: mean validation accuracy over labelers per method (seed mean, std as error bar).
+- Figure 2: accuracy per labeler and method.
+- Figure 3: sharing the up-projection B (`shared`) vs the down-projection A (`shared-a`).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+# DESIGN.md method order; paper labels in brackets for the legend.
+METHOD_ORDER = ("global", "local", "share-rep", "shared", "shared-g", "shared-wu", "shared-a")
+LABELS = {
+    "global": "LoRA-global", "local": "LoRA-local", "share-rep": "Share Rep",
+    "shared": "PSL (SI)", "shared-g": "PSL (G)", "shared-wu": "PSL (WU)",
+    "shared-a": "share A",
+}
+
+
+def read_llm_metrics(result_dirs: list[Path]) -> list[dict]:
+    """Rows of every metrics.csv in ``result_dirs`` (a run dir, or a dir of run dirs)."""
+    rows = []
+    for d in result_dirs:
+        d = Path(d)
+        files = [d] if d.is_file() else ([d / "metrics.csv"] if (d / "metrics.csv").exists()
+                                         else sorted(d.glob("*/metrics.csv")))
+        for f in files:
+            with open(f, newline="") as fh:
+                for row in csv.DictReader(fh):
+                    row["accuracy"] = float(row["accuracy"])
+                    rows.append(row)
+    return rows
+
+
+def _stats(rows, method, labeler):
+    vals = [r["accuracy"] for r in rows if r["method"] == method and r["labeler"] == labeler]
+    return (float(np.mean(vals)), float(np.std(vals)), len(vals)) if vals else None
+
+
+def _methods(rows):
+    present = {r["method"] for r in rows}
+    return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
+
+
+def plot_mean_accuracy(rows):
+    """Figure 1. Returns (fig, ax)."""
+    import matplotlib.pyplot as plt
+
+    methods = _methods(rows)
+    stats = [_stats(rows, m, "all") for m in methods]
+    fig, ax = plt.subplots(figsize=(1.1 * len(methods) + 2, 3.5))
+    x = np.arange(len(methods))
+    ax.bar(x, [s[0] for s in stats], yerr=[s[1] if s[2] > 1 else 0 for s in stats],
+           color=[f"C{i}" for i in range(len(methods))], capsize=3)
+    for xi, s in zip(x, stats):
+        ax.text(xi, s[0] + 0.005, f"{s[0]:.3f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, [LABELS.get(m, m) for m in methods], rotation=20)
+    ax.set_ylabel("mean validation accuracy")
+    lo = min(s[0] for s in stats)
+    ax.set_ylim(max(0.0, lo - 0.1), min(1.0, max(s[0] for s in stats) + 0.06))
+    ax.set_title("Prediction accuracy of different algorithms (Fig. 1)")
+    fig.tight_layout()
+    return fig, ax
+
+
+def plot_per_labeler(rows, methods=None, title="Accuracy per labeler (Fig. 2)"):
+    """Figure 2 (and 3 with ``methods=['shared', 'shared-a']``). Returns (fig, ax)."""
+    import matplotlib.pyplot as plt
+
+    methods = methods or _methods(rows)
+    labelers = sorted({r["labeler"] for r in rows if r["labeler"] != "all"}, key=int)
+    width = 0.8 / len(methods)
+    fig, ax = plt.subplots(figsize=(1.2 * len(labelers) + 3, 3.5))
+    for i, m in enumerate(methods):
+        vals = [(_stats(rows, m, lab) or (np.nan, 0, 0))[0] for lab in labelers]
+        ax.bar(np.arange(len(labelers)) + (i - (len(methods) - 1) / 2) * width, vals, width,
+               label=LABELS.get(m, m), color=f"C{METHOD_ORDER.index(m) if m in METHOD_ORDER else i}")
+    ax.set_xticks(np.arange(len(labelers)), [f"labeler {lab}" for lab in labelers])
+    ax.set_ylabel("validation accuracy")
+    finite = [r["accuracy"] for r in rows if r["method"] in methods and r["labeler"] != "all"]
+    ax.set_ylim(max(0.0, min(finite) - 0.1), min(1.0, max(finite) + 0.05))
+    ax.legend(fontsize=7, ncol=min(4, len(methods)))
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig, ax
+
+
+def make_llm_figures(result_dirs: list[Path], out_dir: Path) -> list[Path]:
+    """Draw Figures 1-3 from the metrics.csv files under ``result_dirs``; PNG and PDF each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_llm_metrics(result_dirs)
+    if not rows:
+        raise ValueError(f"no llm metrics.csv under {', '.join(map(str, result_dirs))}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = {"llm_fig1_mean_accuracy": plot_mean_accuracy(rows)[0],
+               "llm_fig2_per_labeler": plot_per_labeler(rows)[0]}
+    if {"shared", "shared-a"} <= {r["method"] for r in rows}:
+        figures["llm_fig3_share_a_vs_b"] = plot_per_labeler(
+            rows, ["shared", "shared-a"], "Share B (P-ShareLoRA) vs share A (Fig. 3)")[0]
+    paths = []
+    for name, fig in figures.items():
+        for ext in ("png", "pdf"):
+            path = out_dir / f"{name}.{ext}"
+            fig.savefig(path, dpi=150)
+            paths.append(path)
+        plt.close(fig)
+    return paths
