@@ -240,7 +240,11 @@ def _build_phase_model(cfg, phase, n_users, accel, out):
         cfg.gradient_checkpointing == "auto" and torch.cuda.is_available()
     )
     if use_gc:
-        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if hasattr(backbone, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     gen = torch.Generator().manual_seed(_phase_seed(cfg, phase))
     kind = "tied" if phase.init_from is not None else phase.kind
     model = build_reward_model(cfg, backbone, n_users, kind, gen)
@@ -494,7 +498,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = run(cfg, resume=args.resume, progress=not args.no_progress)
     except (DataError, ValueError) as err:
-        parser.error(str(err))
+        if os.environ.get("LLM_DEBUG"):
+            raise
+        parser.error(f"{err} (LLM_DEBUG=1 shows the traceback)")
     print((out / "table.md").read_text())
     return 0
 

@@ -143,3 +143,10 @@ def test_bad_synth_value_exits_2(tmp_path):
                            "--train-per-worker", "0"], cwd=ROOT, env=ENV, capture_output=True,
                           text=True)
     assert proc.returncode == 2 and "must be >= 1" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bf16_and_gradient_checkpointing_path_runs_on_cpu(tiny, tmp_path):
+    cfg = _cfg(tiny, tmp_path / "bf16", "shared", max_steps=1, precision="bf16",
+               gradient_checkpointing="on")
+    rows = _metrics(run(cfg, progress=False))
+    assert rows[-1]["labeler"] == "all" and 0.0 <= float(rows[-1]["accuracy"]) <= 1.0
