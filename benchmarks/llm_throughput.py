@@ -308,6 +308,8 @@ def run(args) -> list[dict]:
         plan = [c for c in plan if c.shape in args.only]
     if args.methods:
         plan = [c for c in plan if c.method in args.methods]
+    if args.options:
+        plan = [c for c in plan if c.option in args.options]
     rows, pristine, pristine_shape, last_cost = [], None, None, {}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -398,6 +400,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per case (GPU 3, tiny 1)")
     p.add_argument("--only", nargs="*", choices=sorted(SHAPES), help="restrict to these shapes")
     p.add_argument("--methods", nargs="*", choices=sorted(METHOD_KIND), help="restrict to these methods")
+    p.add_argument("--options", nargs="*", help="restrict to these option labels (base, ckpt, ...)")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile (1B shape)")
     args = p.parse_args(argv)
     if args.steps is not None and args.steps < 1:

@@ -1,0 +1,66 @@
+"""Smoke tests of the benchmark scripts at tiny sizes: they run and write their outputs.
+
+No timing assertions: the benchmarks report speed, the tests only check that they run.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.llm
+def test_llm_throughput_tiny(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    out = tmp_path / "llm.csv"
+    proc = _run(["benchmarks.llm_throughput", "--tiny", "--out", str(out), "--steps", "1",
+                 "--warmup", "0", "--only", "tiny-llama", "--methods", "global", "shared",
+                 "--options", "base"])
+    assert "NOT GPU figures" in proc.stdout
+    assert "projected training time" in proc.stdout
+    rows = list(csv.DictReader(out.open()))
+    assert {r["method"] for r in rows} == {"global", "shared"}
+    assert {r["layout"] for r in rows} >= {"fixed", "tldr-random", "tldr-grouped"}
+    assert all(float(r["tokens_s"]) > 0 and r["device"].startswith("cpu-tiny") for r in rows)
+
+
+def test_tldr_lengths_and_batches():
+    import numpy as np
+
+    from benchmarks.llm_throughput import Case, pair_batches, tldr_pair_lengths
+
+    lengths = tldr_pair_lengths(10_000, np.random.default_rng(0))
+    assert lengths.shape == (10_000, 2) and lengths.max() <= 512 and lengths.min() >= 2
+    assert 300 <= np.median(lengths) <= 360
+    random = pair_batches(Case("tiny-llama", "shared", "tldr-random", 16, 512), 20)
+    grouped = pair_batches(Case("tiny-llama", "shared", "tldr-grouped", 16, 512), 20)
+
+    def pad(batches):
+        return 1 - sum(b.sum() for b in batches) / sum(b.max() * len(b) for b in batches)
+
+    assert all(b.shape == (16,) for b in random + grouped)
+    assert pad(grouped) < pad(random)
+
+
+def test_sim_scaling_tiny(tmp_path):
+    out = tmp_path / "sim"
+    proc = _run(["benchmarks.sim_scaling", "--tiny", "--parts", "fit,policy,sweep",
+                 "--out", str(out), "--tmp", str(tmp_path / "scratch")])
+    assert "exponent" in proc.stdout
+    for name in ("fit.csv", "fit_exponents.csv", "policy.csv", "sweep.csv", "report.md"):
+        assert (out / name).exists(), name
