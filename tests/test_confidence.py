@@ -1,0 +1,92 @@
+"""Tests of sim/confidence.py: Eq. 3.6 radii (theory shape, Fisher-calibrated) and coverage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim import confidence, estimators
+from sim.data import make_preferences
+from sim.mdp import random_mdp
+from sim.truth import make_ground_truth
+from theory.bounds import zeta_theory
+
+
+def test_coverage_by_hand():
+    true = np.zeros((3, 1, 2))
+    hat = np.array([[[1.0, 0.0]], [[0.0, 2.0]], [[0.0, 0.0]]])  # squared errors 1, 4, 0
+    assert confidence.coverage(true, hat, 1.0) == pytest.approx(2 / 3)
+    assert confidence.coverage(true, hat, np.array([0.5, 4.0, 0.0])) == pytest.approx(2 / 3)
+    assert confidence.coverage(true, hat, 4.0) == 1.0
+
+
+def test_coverage_bad_input():
+    a = np.zeros((2, 1, 1))
+    with pytest.raises(ValueError, match="non-negative"):
+        confidence.coverage(a, a, -1.0)
+    with pytest.raises(ValueError, match="shape"):
+        confidence.coverage(a, a, np.ones(3))
+    with pytest.raises(ValueError, match="both be"):
+        confidence.coverage(a, np.zeros((3, 1, 1)), 1.0)
+
+
+def test_theory_radius_is_zeta_theory_times_c():
+    args = (20, 100, 0.1, 0.0, 10, 2, 2)
+    assert confidence.theory_radius(*args, c=3.0) == pytest.approx(3 * zeta_theory(*args))
+    with pytest.raises(ValueError, match="c must be positive"):
+        confidence.theory_radius(*args, c=0.0)
+
+
+def _setup(seed, Np=300, N=8, d1=4, d2=2, k=1):
+    rng = np.random.default_rng(seed)
+    mdp = random_mdp(6, 3, 4, d1, d2, rng, feature_scale=2.0)
+    truth = make_ground_truth(N, d1, d2, k, 0.2, 0.0, 1.0, rng)
+    mu = np.full((mdp.H, mdp.S, mdp.A), 1 / mdp.A)
+    data = make_preferences(mdp, truth.theta, Np, mu, mu, rng)
+    return truth, data, k
+
+
+@pytest.mark.parametrize("method", ["shared", "local", "full", "global"])
+def test_calibrated_radius_shape_and_cap(method):
+    truth, data, k = _setup(0)
+    est = estimators.fit(method, data, k, 1.0)
+    z = confidence.calibrated_radius(method, est, data, k, 1.0)
+    assert z.shape == (truth.N,)
+    assert np.all(z > 0) and np.all(z <= 4.0)
+    z_loose = confidence.calibrated_radius(method, est, data, k, 1.0, delta=0.5)
+    assert np.all(z_loose <= z + 1e-12)  # lower level, smaller radius
+
+
+def test_calibrated_radius_bad_input():
+    truth, data, k = _setup(1, Np=50)
+    est = estimators.fit("full", data, k, 1.0)
+    with pytest.raises(ValueError, match="unknown method"):
+        confidence.calibrated_radius("lora", est, data, k, 1.0)
+    with pytest.raises(ValueError, match="delta"):
+        confidence.calibrated_radius("full", est, data, k, 1.0, delta=1.5)
+    with pytest.raises(ValueError, match="init must have shape"):
+        confidence.calibrated_radius("full", est, data, k, 1.0, init=np.zeros((2, 2)))
+
+
+def test_full_radius_covers_at_large_np():
+    # With many comparisons per user the unconstrained MLE is near-Gaussian: coverage ~ 0.9.
+    covs = []
+    for seed in range(3):
+        truth, data, k = _setup(seed, Np=400, N=10)
+        est = estimators.fit("full", data, k, 1.0)
+        z = confidence.calibrated_radius("full", est, data, k, 1.0, delta=0.1)
+        covs.append(confidence.coverage(truth.delta, est.delta, z))
+    assert np.mean(covs) >= 0.75
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,floor", [("full", 0.85), ("shared", 0.85), ("local", 0.85)])
+def test_calibrated_coverage_over_seeds(method, floor):
+    """Requirement: coverage >= 1 - delta - 0.05 over many seeds (docs/pessimism.md)."""
+    covs = []
+    for seed in range(20):
+        truth, data, k = _setup(100 + seed, Np=200, N=10)
+        est = estimators.fit(method, data, k, 1.0)
+        z = confidence.calibrated_radius(method, est, data, k, 1.0, delta=0.1)
+        covs.append(confidence.coverage(truth.delta, est.delta, z))
+    assert np.mean(covs) >= floor, f"{method}: coverage {np.mean(covs):.3f}"

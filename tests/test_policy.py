@@ -1,0 +1,169 @@
+"""Tests of sim/policy.py: the pessimistic policy of Eq. 3.7 (LP cutting planes vs SOCP vs
+backward induction), exact policy evaluation and input validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sim.mdp import TabularMDP, occupancy, random_mdp, value
+from sim.policy import (
+    PessimisticSolver,
+    extract_policy,
+    pessimistic_objective,
+    value_gap,
+    vanilla_policy,
+)
+
+
+def _instance(seed, S=5, A=3, H=4, d1=3, d2=2, ref="uniform"):
+    rng = np.random.default_rng(seed)
+    mdp = random_mdp(S, A, H, d1, d2, rng)
+    if ref == "uniform":
+        mu = np.full((H, S, A), 1.0 / A)
+    else:
+        mu = rng.dirichlet(np.ones(A), size=(H, S))
+    return mdp, mu, rng
+
+
+@pytest.fixture(scope="module")
+def solvers():
+    mdp, mu, _ = _instance(0, S=6, A=3, H=4, d1=4, d2=2, ref="random")
+    return mdp, mu, PessimisticSolver(mdp, mu, "lp"), PessimisticSolver(mdp, mu, "socp")
+
+
+def test_two_state_by_hand():
+    # H=1, one state, two actions with scalar features 1 and 0, mu_ref uniform: v(d) =
+    # d(a0) - 1/2, so (*) = max_p (p - 1/2)(theta - sqrt(zeta) sign) -> p = 1 iff theta > sqrt(zeta).
+    P = np.ones((1, 1, 2, 1))
+    phi = np.array([[[[1.0]], [[0.0]]]])
+    mdp = TabularMDP(P=P, rho=np.ones(1), phi=phi)
+    solver = PessimisticSolver(mdp, np.full((1, 1, 2), 0.5))
+    res = solver.solve(np.array([[1.0]]), 0.25)
+    assert res.pi[0, 0, 0] == pytest.approx(1.0)
+    assert res.objective == pytest.approx(0.5 * (1.0 - 0.5))
+    res = solver.solve(np.array([[1.0]]), 4.0)  # radius 2 > theta: fall back to mu_ref
+    assert res.objective == pytest.approx(0.0, abs=1e-12)
+    np.testing.assert_allclose(res.pi, 0.5)
+
+
+@pytest.mark.parametrize("zeta", [1e-3, 0.05, 0.3, 1.0])
+def test_lp_agrees_with_socp(solvers, zeta):
+    mdp, mu, lp, socp = solvers
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        th = rng.normal(size=(mdp.d1, mdp.d2))
+        a, b = lp.solve(th, zeta), socp.solve(th, zeta)
+        assert abs(a.objective - b.objective) <= 1e-6 * max(1.0, abs(b.objective))
+        assert a.objective <= a.upper_bound + 1e-9 * (1 + abs(a.upper_bound))
+
+
+def test_extracted_policy_reproduces_objective(solvers):
+    mdp, mu, lp, socp = solvers
+    rng = np.random.default_rng(2)
+    for zeta in (0.0, 0.02, 0.3):
+        th = rng.normal(size=(mdp.d1, mdp.d2))
+        for solver in (lp, socp):
+            res = solver.solve(th, zeta)
+            exact = pessimistic_objective(mdp, occupancy(mdp, res.pi), lp.d_ref, th, zeta)
+            assert exact == pytest.approx(res.objective, rel=1e-7, abs=1e-9)
+
+
+def test_zeta_zero_is_vanilla(solvers):
+    mdp, mu, lp, _ = solvers
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        th = rng.normal(size=(mdp.d1, mdp.d2))
+        res = lp.solve(th, 0.0)
+        # Values, not policies: ties between actions may be broken differently.
+        assert float(value(mdp, res.pi, th)) == pytest.approx(
+            float(value(mdp, vanilla_policy(mdp, th), th)), rel=1e-9, abs=1e-10)
+        assert res.n_lp == 1
+
+
+def test_model_reused_across_users(solvers):
+    mdp, mu, lp, _ = solvers
+    rng = np.random.default_rng(4)
+    th = rng.normal(size=(mdp.d1, mdp.d2))
+    first = lp.solve(th, 0.1).objective
+    for _ in range(3):
+        lp.solve(rng.normal(size=(mdp.d1, mdp.d2)), 0.2)
+    assert lp.solve(th, 0.1).objective == pytest.approx(first, rel=1e-9)
+
+
+def test_value_gap_zero_for_optimal_and_positive_otherwise():
+    mdp, mu, rng = _instance(5)
+    th = rng.normal(size=(mdp.d1, mdp.d2))
+    assert value_gap(mdp, th, vanilla_policy(mdp, th)) == 0.0 or \
+        value_gap(mdp, th, vanilla_policy(mdp, th)) < 1e-12
+    assert value_gap(mdp, th, vanilla_policy(mdp, -th)) > 0
+
+
+def test_extract_policy_uniform_on_unreachable():
+    d = np.zeros((1, 2, 3))
+    d[0, 0] = [0.2, 0.0, 0.6]
+    pi = extract_policy(d)
+    np.testing.assert_allclose(pi[0, 0], [0.25, 0.0, 0.75])
+    np.testing.assert_allclose(pi[0, 1], 1 / 3)
+
+
+def test_bad_inputs(solvers):
+    mdp, mu, lp, _ = solvers
+    th = np.zeros((mdp.d1, mdp.d2))
+    with pytest.raises(ValueError, match="zeta"):
+        lp.solve(th, -0.1)
+    with pytest.raises(ValueError, match="theta must have shape"):
+        lp.solve(np.zeros((mdp.d1 + 1, mdp.d2)), 0.1)
+    with pytest.raises(ValueError, match="policy must have shape"):
+        PessimisticSolver(mdp, mu[:, :, :-1])
+    with pytest.raises(ValueError, match="unknown solver"):
+        PessimisticSolver(mdp, mu, solver="qp")
+    P = np.array(mdp.P)
+    P[0, 0, 0] *= 0.5
+    with pytest.raises(ValueError, match="sum to one"):
+        TabularMDP(P=P, rho=mdp.rho, phi=mdp.phi)
+    with pytest.raises(ValueError, match="phi must have shape"):
+        TabularMDP(P=mdp.P, rho=mdp.rho, phi=mdp.phi[:-1])
+
+
+def test_failed_lp_raises(solvers):
+    mdp, mu, _, _ = solvers
+    lp = PessimisticSolver(mdp, mu, "lp")
+    # Corrupt the model: state 0 must carry mass A + 2 > A at step 0 (each d <= 1).
+    lp._highs.changeRowBounds(0, mdp.A + 2.0, mdp.A + 2.0)
+    with pytest.raises(RuntimeError, match="HiGHS model status"):
+        lp.solve(np.ones((mdp.d1, mdp.d2)), 0.3)
+
+
+def test_nonconvergence_raises(solvers):
+    mdp, mu, _, _ = solvers
+    lp = PessimisticSolver(mdp, mu, "lp", max_lp=1)
+    rng = np.random.default_rng(7)
+    with pytest.raises(RuntimeError, match="did not converge"):
+        for _ in range(20):
+            lp.solve(rng.normal(size=(mdp.d1, mdp.d2)), 0.5)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), S=st.integers(1, 4), A=st.integers(1, 3),
+       H=st.integers(1, 3), zeta=st.floats(0.0, 2.0))
+def test_properties_on_random_mdps(seed, S, A, H, zeta):
+    mdp, mu, rng = _instance(seed, S=S, A=A, H=H, d1=2, d2=2, ref="random")
+    # Occupancies: non-negative and satisfy the flow constraints.
+    d = occupancy(mdp, mu)
+    assert np.all(d >= 0)
+    np.testing.assert_allclose(d[0].sum(-1), mdp.rho, atol=1e-12)
+    for h in range(H - 1):
+        np.testing.assert_allclose(d[h + 1].sum(-1), np.einsum("sa,sat->t", d[h], mdp.P[h]),
+                                   atol=1e-12)
+    solver = PessimisticSolver(mdp, mu)
+    thetas = rng.normal(size=(3, mdp.d1, mdp.d2))
+    for th in thetas:
+        res = solver.solve(th, zeta)
+        van = pessimistic_objective(mdp, occupancy(mdp, vanilla_policy(mdp, th)), solver.d_ref,
+                                    th, 0.0)
+        assert res.objective <= van + 1e-9 * (1 + abs(van))  # pessimism never exceeds plug-in
+        assert res.objective >= -1e-9  # mu_ref itself scores 0
+        assert value_gap(mdp, th, res.pi) >= 0.0
