@@ -213,7 +213,11 @@ def build_model(case: Case, pristine, device):
     if case.attn != "sdpa":
         backbone.set_attn_implementation(case.attn)
     if case.checkpointing:  # as llm/train.py: always non-reentrant
-        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if hasattr(backbone, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     cfg = TrainConfig(method=case.method, lora_r=LORA_R, lora_alpha=LORA_ALPHA,
                       targets=("q_proj", "k_proj"))
     gen = torch.Generator().manual_seed(0)

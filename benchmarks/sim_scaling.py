@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from sim.config import SimConfig
 from sim.data import behaviour_policy, make_preferences
@@ -53,7 +54,7 @@ GRIDS = {
 POLICY_USERS = 5  # users solved per MDP size (per-user time is their mean)
 POLICY_ZETA = 0.05  # squared radius of the confidence ball; the scale calibrated radii take
 SEED_COUNTS = (2, 4, 8)
-TOP = 15  # profile rows reported
+TOP = 25  # profile rows reported
 
 
 def load() -> str:
@@ -163,23 +164,94 @@ def policy_scaling(grid: dict, repeats: int, cap_s: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_sweep(args: list[str], out: Path, profile: Path | None = None) -> dict:
-    """``python -m sim.sweep ARGS --out OUT`` from scratch; wall time, rows and runs.csv size."""
+# Imported through PYTHONPATH by every interpreter of a sweep (loky workers included): makes
+# ``PessimisticSolver``'s default solver $SIM_SCALING_POLICY_SOLVER, to time a proposed change of
+# sim/pipeline.py (which builds ``PessimisticSolver(mdp, mu)``) without editing it.
+SITECUSTOMIZE = """
+import importlib.abc, importlib.util, os, sys
+SOLVER = os.environ.get("SIM_SCALING_POLICY_SOLVER")
+
+
+class _PatchPolicy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "sim.policy":
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            init = module.PessimisticSolver.__init__
+
+            def patched(self, mdp, ref_policy, solver=SOLVER, **kw):
+                init(self, mdp, ref_policy, solver=solver, **kw)
+
+            module.PessimisticSolver.__init__ = patched
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if SOLVER:
+    sys.meta_path.insert(0, _PatchPolicy())
+"""
+
+
+def run_sweep(args: list[str], out: Path, profile: Path | None = None,
+              solver: str = "default") -> dict:
+    """``python -m sim.sweep ARGS --out OUT`` from scratch: wall time, rows, runs.csv size.
+
+    solver "default" runs the code as it is; "lp"/"socp" make it the default solver of
+    sim.policy.PessimisticSolver in every process of the sweep (see SITECUSTOMIZE). A failing
+    sweep is reported (exit status, last error line, tasks finished), not raised.
+    """
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable]
     if profile is not None:
         cmd += ["-m", "cProfile", "-o", str(profile)]
     cmd += ["-m", "sim.sweep", *args, "--out", str(out)]
+    env = dict(os.environ)
+    if solver != "default":
+        hook = out.parent / "policy_hook"
+        hook.mkdir(parents=True, exist_ok=True)
+        (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
+        env["SIM_SCALING_POLICY_SOLVER"] = solver
     before = load()
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).resolve().parents[1])
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
     runs = out / "runs.csv"
-    return dict(command="python -m sim.sweep " + " ".join(args) + f" --out {out}", wall_s=wall,
-                rows=len(pd.read_csv(runs)), runs_csv_bytes=runs.stat().st_size,
-                load_before=before, load_after=load())
+    row = dict(command="python -m sim.sweep " + " ".join(args) + f" --out {out}", solver=solver,
+               rc=proc.returncode, wall_s=wall, load_before=before, load_after=load())
+    if proc.returncode == 0 and runs.exists():
+        df = pd.read_csv(runs)
+        row.update(rows=len(df), runs_csv_bytes=runs.stat().st_size,
+                   fit_s_sum=float(df["fit_s"].sum()), policy_s_sum=float(df["policy_s"].sum()))
+    else:
+        errors = [ln for ln in proc.stderr.splitlines() if "Error" in ln]
+        row.update(error=errors[-1] if errors else proc.stderr.strip().splitlines()[-1:],
+                   tasks_done=len(list((out / "parts").glob("*.csv"))))
+    return row
+
+
+def profile_table(prof: Path, sort: str, n: int = TOP, repo_only: bool = False) -> str:
+    """Top ``n`` rows of a cProfile dump sorted by ``sort``; ``repo_only``: this repo's code."""
+    buf = io.StringIO()
+    stats = pstats.Stats(str(prof), stream=buf)
+    if repo_only:
+        root = str(Path(__file__).resolve().parents[1]) + os.sep
+        stats.sort_stats(sort).print_stats(f"{root}(sim|theory|figures)/", n)
+        text = buf.getvalue().replace(root, "")
+    else:
+        stats.strip_dirs().sort_stats(sort).print_stats(n)
+        text = buf.getvalue()
+    return text[text.find("   ncalls"):].rstrip()
 
 
 def markdown(df: pd.DataFrame, fmt: str = ".4g") -> str:
@@ -192,66 +264,78 @@ def markdown(df: pd.DataFrame, fmt: str = ".4g") -> str:
     return "\n".join(lines)
 
 
-def profile_table(prof: Path, sort: str, n: int = TOP) -> str:
-    buf = io.StringIO()
-    stats = pstats.Stats(str(prof), stream=buf)
-    stats.strip_dirs().sort_stats(sort).print_stats(n)
-    text = buf.getvalue()
-    return text[text.find("   ncalls"):].rstrip()
-
-
-def run_parts(parts, mode: str, repeats: int, out: Path, tmp: Path, cap_s: float) -> str:
+def run_parts(parts, mode: str, repeats: int, out: Path, tmp: Path, cap_s: float,
+              blas_threads: int | None, sweep_solvers=()) -> str:
     """Run the chosen parts; write their CSVs to ``out``; return the markdown report."""
     grid = GRIDS[mode]
     report = [f"# sim_scaling ({mode})\n", f"machine: {os.cpu_count()} cores; start {load()}\n"]
     if "fit" in parts:
-        df = fit_scaling(grid, repeats)
+        with threadpool_limits(blas_threads):
+            df = fit_scaling(grid, repeats)
         exps = fit_exponents(df)
         df.to_csv(out / "fit.csv", index=False)
         exps.to_csv(out / "fit_exponents.csv", index=False)
         report += ["## fit('shared') time\n", markdown(df, ".4g"), "",
                    markdown(exps, ".3f"), f"\n({load()})\n"]
     if "policy" in parts:
-        df = policy_scaling(grid, repeats, cap_s)
+        with threadpool_limits(blas_threads):
+            df = policy_scaling(grid, repeats, cap_s)
         df.to_csv(out / "policy.csv", index=False)
         wide = df.pivot_table(index=["S", "A", "H", "SAH"], columns="solver", values="per_user_s")
         wide["socp/lp"] = wide["socp"] / wide["lp"]
         ok = df.dropna(subset=["per_user_s"])
         slopes = {s: loglog_slope(g["SAH"], g["per_user_s"]) if len(g) > 1 else float("nan")
                   for s, g in ok.groupby("solver")}
-        report += ["## pessimistic policy, seconds per user\n", markdown(df, ".4g"),
+        report += [f"## pessimistic policy, seconds per user (BLAS threads: {blas_threads or 'default'})\n", markdown(df, ".4g"),
                    "", markdown(wide.reset_index(), ".4g"),
                    f"\nlog-log exponent in S*A*H: lp {slopes['lp']:.2f}, socp {slopes['socp']:.2f}"
                    f"\n({load()})\n"]
     sweep_args = ["--vary", "nu"] if mode == "full" else ["--vary", "nu", "--quick"]
     if mode == "tiny":
         sweep_args = ["--vary", "nu", "--values", "0.1", "--seeds", "1", "--no-figures"]
+    solvers = ["default", *(x for x in sweep_solvers if x != "default")]
     if "sweep" in parts:
-        rows = [dict(jobs=j, **run_sweep([*sweep_args, "--jobs", str(j)], tmp / f"sweep-j{j}"))
-                for j in (1, 2)]
+        rows = [dict(jobs=j, **run_sweep([*sweep_args, "--jobs", str(j)], tmp / f"sweep-{sv}-j{j}",
+                                         solver=sv))
+                for sv in solvers for j in (1, 2)]
         df = pd.DataFrame(rows)
         df.to_csv(out / "sweep.csv", index=False)
-        report += ["## sweep wall time, --jobs 1 vs 2\n", markdown(df, ".4g"),
-                   f"\nspeed-up jobs 2 / jobs 1: {rows[0]['wall_s'] / rows[1]['wall_s']:.2f}x\n"]
+        report += ["## sweep wall time, --jobs 1 vs 2\n", markdown(df, ".4g"), ""]
+        for sv in solvers:
+            ok = df[(df["solver"] == sv) & (df["rc"] == 0)].set_index("jobs")["wall_s"]
+            if {1, 2} <= set(ok.index):
+                report.append(f"speed-up jobs 2 / jobs 1 ({sv} policy solver): {ok[1] / ok[2]:.2f}x")
+        report.append("")
     if "profile" in parts:
-        prof = out / "sweep.prof"
-        info = run_sweep([*sweep_args, "--jobs", "1"], tmp / "sweep-prof", profile=prof)
-        report += [f"## cProfile of `{info['command']}` ({info['wall_s']:.1f} s under the profiler)\n",
-                   "### by cumulative time\n", "```", profile_table(prof, "cumulative"), "```",
-                   "### by own time\n", "```", profile_table(prof, "tottime"), "```\n"]
+        for sv in solvers:
+            prof = out / f"sweep-{sv}.prof"
+            info = run_sweep([*sweep_args, "--jobs", "1"], tmp / f"sweep-prof-{sv}", profile=prof,
+                             solver=sv)
+            status = "ok" if info["rc"] == 0 else f"FAILED after {info.get('tasks_done')} tasks: {info.get('error')}"
+            report += [f"## cProfile of `{info['command']}`, policy solver {sv} "
+                       f"({info['wall_s']:.1f} s under the profiler; {status})\n",
+                       "### by cumulative time\n", "```", profile_table(prof, "cumulative"), "```",
+                       "### by cumulative time, this repo's functions only\n", "```",
+                       profile_table(prof, "cumulative", repo_only=True), "```",
+                       "### by own time\n", "```", profile_table(prof, "tottime"), "```\n"]
     if "seeds" in parts:
         values = "0.1" if mode == "tiny" else "0.025,0.05,0.1"  # the --quick nu grid
         counts = (1, 2) if mode == "tiny" else SEED_COUNTS
-        rows = [dict(seeds=s, **run_sweep(["--vary", "nu", "--values", values, "--seeds", str(s),
-                                           "--jobs", "2"], tmp / f"seeds-{s}"))
-                for s in counts]
+        rows = [dict(seeds=n, **run_sweep(["--vary", "nu", "--values", values, "--seeds", str(n),
+                                           "--jobs", "2"], tmp / f"seeds-{sv}-{n}", solver=sv))
+                for sv in solvers for n in counts]
         df = pd.DataFrame(rows)
-        df["bytes_per_row"] = df["runs_csv_bytes"] / df["rows"]
+        if "rows" in df:
+            df["bytes_per_row"] = df["runs_csv_bytes"] / df["rows"]
         df.to_csv(out / "seeds.csv", index=False)
-        report += ["## growth with --seeds (nu grid " + values + ", --jobs 2)\n",
-                   markdown(df, ".4g"),
-                   f"\nlog-log exponent of wall time in seeds: {loglog_slope(df['seeds'], df['wall_s']):.2f}; "
-                   f"of runs.csv bytes: {loglog_slope(df['seeds'], df['runs_csv_bytes']):.2f}\n"]
+        report += ["## growth with --seeds (nu grid " + values + ", --jobs 2)\n", markdown(df, ".4g"), ""]
+        for sv in solvers:
+            ok = df[(df["solver"] == sv) & (df["rc"] == 0)]
+            if len(ok) >= 2:
+                report.append(f"{sv}: log-log exponent of wall time in seeds "
+                              f"{loglog_slope(ok['seeds'], ok['wall_s']):.2f}; of runs.csv bytes "
+                              f"{loglog_slope(ok['seeds'], ok['runs_csv_bytes']):.2f}")
+        report.append("")
     report.append(f"end {load()}\n")
     return "\n".join(report)
 
@@ -264,6 +348,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     size.add_argument("--tiny", action="store_true", help="smoke-test sizes (seconds)")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument("--repeats", type=int, default=None, help="timing repeats (min taken); default 3, tiny 1")
+    p.add_argument("--blas-threads", type=int, default=1,
+                   help="BLAS threads for the fit and policy parts (1: as sim.sweep runs them; "
+                        "0: the library default)")
+    p.add_argument("--sweep-solvers", default="default,socp",
+                   help="policy solvers the sweep/profile/seeds parts run with: 'default' (the "
+                        "code as it is) and/or lp, socp made PessimisticSolver's default")
     p.add_argument("--policy-cap-s", type=float, default=60.0,
                    help="stop growing S*A*H for a solver once one size takes longer than this")
     p.add_argument("--out", default="results/bench/sim_scaling", help="directory for CSVs and report.md")
@@ -273,6 +363,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     bad = [s for s in args.parts if s not in PARTS]
     if bad or not args.parts:
         p.error(f"--parts must be a subset of {','.join(PARTS)}, got {bad or args.parts}")
+    args.sweep_solvers = [x.strip() for x in args.sweep_solvers.split(",") if x.strip()]
+    if not set(args.sweep_solvers) <= {"default", "lp", "socp"}:
+        p.error(f"--sweep-solvers must be a subset of default,lp,socp, got {args.sweep_solvers}")
     if args.repeats is not None and args.repeats < 1:
         p.error(f"--repeats must be >= 1, got {args.repeats}")
     return args
@@ -285,7 +378,8 @@ def main(argv=None) -> int:
     out, tmp = Path(args.out), Path(args.tmp)
     out.mkdir(parents=True, exist_ok=True)
     tmp.mkdir(parents=True, exist_ok=True)
-    report = run_parts(args.parts, mode, repeats, out, tmp, args.policy_cap_s)
+    report = run_parts(args.parts, mode, repeats, out, tmp, args.policy_cap_s,
+                       args.blas_threads or None, args.sweep_solvers)
     (out / "report.md").write_text(report)
     print(report)
     return 0
