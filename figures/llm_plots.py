@@ -54,8 +54,9 @@ def plot_mean_accuracy(rows):
     stats = [_stats(rows, m, "all") for m in methods]
     fig, ax = plt.subplots(figsize=(1.1 * len(methods) + 2, 3.5))
     x = np.arange(len(methods))
-    ax.bar(x, [s[0] for s in stats], yerr=[s[1] if s[2] > 1 else 0 for s in stats],
-           color=[f"C{i}" for i in range(len(methods))], capsize=3)
+    multi_seed = any(s[2] > 1 for s in stats)
+    ax.bar(x, [s[0] for s in stats], yerr=[s[1] for s in stats] if multi_seed else None,
+           color=[f"C{i}" for i in range(len(methods))], capsize=3 if multi_seed else 0)
     for xi, s in zip(x, stats):
         ax.text(xi, s[0] + 0.005, f"{s[0]:.3f}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(x, [LABELS.get(m, m) for m in methods], rotation=20)

@@ -90,7 +90,10 @@ def read_metrics(paths: list[Path]) -> list[dict]:
 
 def method_table(rows: list[dict]) -> str:
     """Markdown: mean accuracy per method (Figure 1) and per labeler (Figure 2), seed-averaged."""
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    from llm.config import METHODS
+
+    present = list(dict.fromkeys(r["method"] for r in rows))
+    methods = [m for m in METHODS if m in present] + [m for m in present if m not in METHODS]
     labelers = sorted({r["labeler"] for r in rows if r["labeler"] != "all"}, key=int)
     seeds = {m: sorted({r["seed"] for r in rows if r["method"] == m}, key=int) for m in methods}
 
@@ -137,7 +140,7 @@ def diversity_rows(cfg, factors: dict[str, tuple[np.ndarray, np.ndarray]], n_use
 
 
 def _fmt(v):
-    return f"{v:.6f}" if isinstance(v, float) else v
+    return f"{v:.6g}" if isinstance(v, float) else v
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -501,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("LLM_DEBUG"):
             raise
         parser.error(f"{err} (LLM_DEBUG=1 shows the traceback)")
-    print((out / "table.md").read_text())
+    if int(os.environ.get("RANK", "0")) == 0:  # one table under torchrun / accelerate launch
+        print((out / "table.md").read_text())
     return 0
 
 

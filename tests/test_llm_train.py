@@ -146,7 +146,15 @@ def test_bad_synth_value_exits_2(tmp_path):
 
 
 def test_bf16_and_gradient_checkpointing_path_runs_on_cpu(tiny, tmp_path):
-    cfg = _cfg(tiny, tmp_path / "bf16", "shared", max_steps=1, precision="bf16",
-               gradient_checkpointing="on")
-    rows = _metrics(run(cfg, progress=False))
+    # A subprocess: accelerate's state is a per-process singleton fixed to one precision.
+    out = tmp_path / "bf16"
+    proc = subprocess.run(
+        [sys.executable, "-m", "llm.train", "--method", "shared", "--model", str(tiny),
+         "--data", str(FIXTURE), "--epochs", "1", "--batch-size", "4", "--grad-accum", "1",
+         "--max-length", "64", "--lora-r", "4", "--max-steps", "1", "--precision", "bf16",
+         "--gradient-checkpointing", "on", "--out", str(out), "--no-progress"],
+        cwd=ROOT, env=ENV, capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = _metrics(out)
     assert rows[-1]["labeler"] == "all" and 0.0 <= float(rows[-1]["accuracy"]) <= 1.0
