@@ -201,6 +201,7 @@ def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress):
             or (stop_after and done >= stop_after)
         ):
             ckpt.mkdir(exist_ok=True)
+            cfg.save(ckpt / "config.json")
             unwrapped = accel.unwrap_model(model)
             save_file(unwrapped.trainable_state(), str(ckpt / "state.safetensors"))
             torch.save({
@@ -218,6 +219,7 @@ def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress):
     model = accel.unwrap_model(model)
     if accel.is_main_process:
         (out / "adapters").mkdir(exist_ok=True)
+        cfg.save(out / "adapters" / "config.json")  # the adapters are self-describing
         save_file(model.trainable_state(), str(out / "adapters" / f"phase{phase.index}.safetensors"))
         if phase.kind == "peft":
             name = "global" if phase.users is None else f"user{phase.users[0]}"

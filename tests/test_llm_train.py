@@ -73,7 +73,7 @@ def test_every_method_runs_and_writes_results(tiny, tmp_path, method):
     assert [r["labeler"] for r in rows] == ["0", "1", "2", "3", "4", "all"]
     assert all(r["method"] == method and int(r["n_eval"]) > 0 for r in rows)
     assert (out / "table.md").read_text().count(method) >= 2
-    assert (out / "config.json").exists() and (out / "adapters").is_dir()
+    assert TrainConfig.load(out / "adapters" / "config.json") == TrainConfig.load(out / "config.json")
     assert (out / "diversity.csv").exists() == (method != "global")
     if method in ("shared", "shared-g", "shared-wu"):
         # a shared B caps the rank of the aggregate update at r: no tail beyond k = r
