@@ -346,8 +346,8 @@ def run(args) -> list[dict]:
         row = dict(asdict(case), **res, pairs=case.rows // 2, mfu=res["model_tflops"] / peak,
                    mfu_useful=useful / peak, matmul_tflops=peak, device=device_name,
                    dtype=str(dtype)[6:], versions=versions)
-        row["vs_global"] = row["tokens_s"] / _global_ref(rows, case) if rows else float("nan")
         rows.append(row)
+        row["vs_global"] = row["tokens_s"] / _global_ref(rows, case)
         _write_csv(out, rows)
         print(_line(row), flush=True)
     print(f"wrote {out} ({len(rows)} rows) in {time.perf_counter() - t_start:.0f} s")
