@@ -31,6 +31,7 @@ a state is unreachable. Value gaps (Theorem 4.2's left-hand side) are exact, by 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,6 +46,10 @@ UNREACHABLE_TOL = 1e-12
 LP_FEAS_TOL = 1e-10
 #: Smallest matrix entry HiGHS keeps (its minimum allowed value).
 SMALL_MATRIX_VALUE = 1e-12
+#: Default LP budget per user: MAX_LP_PER_DIM (d1 d2 + 1) + 100. Kelley needs at least d1 d2 + 1
+#: cuts near the kink v = 0; beyond the budget the best policy is returned with its certified
+#: gap (a RuntimeWarning; strict=True raises instead). See docs/pessimism.md.
+MAX_LP_PER_DIM = 4
 #: Relative bound gap below which the LP path tries Newton polishing on the LP point's face.
 POLISH_GAP = 1e-2
 #: Occupancy entries above this count as the support (face) of an LP point.
@@ -77,6 +82,8 @@ class PolicyResult:
     """Certified upper bound on (*) (LP: the last cutting-plane LP; SOCP: the solver's value)."""
     theta_worst: np.ndarray = field(default=None, repr=False)
     """(d1, d2) worst-case parameter in the ball for the returned policy."""
+    converged: bool = True
+    """False when the LP budget ran out first (upper_bound - objective is the certified gap)."""
 
 
 def vanilla_policy(mdp: TabularMDP, theta_hat: np.ndarray) -> np.ndarray:
@@ -120,11 +127,12 @@ class PessimisticSolver:
     """Solves Eq. 3.7 for many users of one MDP and one reference policy mu_ref.
 
     mdp: the MDP; ref_policy: (H, S, A) mu_ref; solver: "lp" (Kelley cutting planes with HiGHS)
-    or "socp" (cvxpy + Clarabel); tol: stop when upper - lower bound <= tol * (1 + |bound|).
+    or "socp" (cvxpy + Clarabel); tol: stop when upper - lower bound <= tol * (1 + |bound|);
+    max_lp: LP budget per user; strict: raise instead of warn when the budget runs out.
     """
 
     def __init__(self, mdp: TabularMDP, ref_policy: np.ndarray, solver: str = "lp",
-                 tol: float = 1e-9, max_lp: int | None = None):
+                 tol: float = 1e-9, max_lp: int | None = None, strict: bool = False):
         if not isinstance(mdp, TabularMDP):
             raise TypeError(f"mdp must be a TabularMDP, got {type(mdp).__name__}")
         if solver not in SOLVERS:
@@ -141,7 +149,8 @@ class PessimisticSolver:
         self._phi = mdp.phi.reshape(S * A, D)
         # Feature of mu_ref: Phi^T d_ref summed over steps, (D,).
         self._ref_feat = self.d_ref.reshape(H, S * A).sum(0) @ self._phi
-        self.max_lp = int(max_lp) if max_lp is not None else 20 * (D + 1) + 200
+        self.strict = bool(strict)
+        self.max_lp = int(max_lp) if max_lp is not None else MAX_LP_PER_DIM * (D + 1) + 100
         self._flow_dense, self._rhs = _flow_constraints(mdp)
         self._phi_h = np.tile(self._phi, (H, 1))
         # Orthogonal projector (D, D) onto W = Phi^T (null space of the flow equations), a
@@ -176,7 +185,8 @@ class PessimisticSolver:
             pi, obj, ub, theta_worst = self._solve_socp(theta_hat, zeta)
             n_lp = 0
         return PolicyResult(pi=pi, objective=obj, n_lp=n_lp, seconds=time.perf_counter() - start,
-                            upper_bound=ub, theta_worst=theta_worst)
+                            upper_bound=ub, theta_worst=theta_worst,
+                            converged=self.solver == "socp" or self._converged(ub, obj))
 
     def solve_many(self, theta_hat: np.ndarray, zeta) -> list[PolicyResult]:
         """solve() for theta_hat (N, d1, d2) and zeta scalar or (N,)."""
@@ -275,9 +285,13 @@ class PessimisticSolver:
         ub, n_lp, last_face = dual0, 0, None
         while True:
             if n_lp >= self.max_lp:
-                raise RuntimeError(
-                    f"cutting planes did not converge in max_lp={self.max_lp} LPs: bound gap "
-                    f"{ub - best_obj:.3e} > tol {self.tol:.1e} * (1 + |{ub:.6g}|)")
+                msg = (f"cutting planes did not converge in max_lp={self.max_lp} LPs: certified "
+                       f"bound gap {ub - best_obj:.3e} > tol {self.tol:.1e} * (1 + |{ub:.6g}|)")
+                if self.strict:
+                    raise RuntimeError(msg)
+                warnings.warn(msg + "; returning the best policy found (its objective is "
+                              "within that gap of the optimum)", RuntimeWarning, stacklevel=3)
+                break
             x, ub_lp = self._run_lp()
             n_lp += 1
             ub = min(ub, ub_lp)
