@@ -51,14 +51,14 @@ SMALL_MATRIX_VALUE = 1e-12
 #: gap (a RuntimeWarning; strict=True raises instead). See docs/pessimism.md.
 MAX_LP_PER_DIM = 4
 #: Relative bound gap below which the LP path tries Newton polishing on the LP point's face.
-POLISH_GAP = 1e-2
+POLISH_GAP = 1e-4
 #: Occupancy entries above this count as the support (face) of an LP point.
 POLISH_SUPPORT_TOL = 1e-11
 POLISH_NEWTON_STEPS = 30
 #: Most variables-hit-zero events of the active-set polish before it gives up.
-POLISH_FACE_DROPS = 12
+POLISH_FACE_DROPS = 4
 #: Pricing rounds (face enlargements by the Frank-Wolfe vertex) per polish.
-POLISH_ROUNDS = 4
+POLISH_ROUNDS = 2
 #: Clarabel tolerances: 1e-9 is the tightest at which it reliably reports "optimal" here
 #: (1e-10 gives "optimal_inaccurate" on some instances).
 CLARABEL_OPTIONS = {"tol_gap_abs": 1e-8, "tol_gap_rel": 1e-8, "tol_feas": 1e-8}
