@@ -17,9 +17,9 @@ class SimConfig:
     """Number of users (labelers)."""
     Np: int = 100
     """Comparisons per user, N_p."""
-    d1: int = 10
+    d1: int = 12
     """Rows of each Theta_i (the dimension B lives in)."""
-    d2: int = 2
+    d2: int = 3
     """Columns of each Theta_i."""
     k: int = 2
     """LoRA rank k: rank(DeltaTheta) <= k for `shared`, rank(DeltaTheta_i) <= k for `local`."""
@@ -29,7 +29,7 @@ class SimConfig:
     """Sigma_tail = sum_{j>k} sigma_j^2 of the truth (Definition 4.1)."""
     B: float = 1.0
     """Per-user Frobenius bound ||DeltaTheta_i||_F <= B (Eq. 3.1, 3.3, 3.4)."""
-    S: int = 8
+    S: int = 10
     """MDP states."""
     A: int = 4
     """MDP actions."""
@@ -51,6 +51,10 @@ class SimConfig:
     """||Theta_init_i||_F (0: train from scratch, Appendix B)."""
     n_test: int = 200
     """Held-out comparisons per user for `acc_heldout`."""
+    policy_solver: str = "socp"
+    """Solver of Eq. 3.7: 'socp' (cvxpy + Clarabel, certified by backward induction) or 'lp'
+    (Kelley cutting planes on HiGHS; fails to converge within its budget for many users at
+    this size once pessimism binds, see docs/pessimism.md, hence not the sweep default)."""
 
     def __post_init__(self):
         for name in ("N", "Np", "d1", "d2", "k", "S", "A", "H", "n_test"):
@@ -64,6 +68,8 @@ class SimConfig:
             raise ValueError(f"behaviour must be one of {BEHAVIOURS}, got {self.behaviour!r}")
         if not 0 < self.eps <= 1:
             raise ValueError(f"eps must lie in (0, 1], got {self.eps}")
+        if self.policy_solver not in ("lp", "socp"):
+            raise ValueError(f"policy_solver must be 'lp' or 'socp', got {self.policy_solver!r}")
         if self.radius not in RADII:
             raise ValueError(f"radius must be one of {RADII}, got {self.radius!r}")
         if self.feature_scale <= 0 or self.zeta_c <= 0 or self.init_scale < 0:

@@ -46,7 +46,7 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
     mdp, truth, mu, train, test = build_instance(cfg, seed)
     b_diamond, _, _ = diversity.best_rank_k(truth.delta, cfg.k)
     bias = diversity.per_user_bias(truth.delta, cfg.k)
-    solver = policy.PessimisticSolver(mdp, mu)
+    solver = policy.PessimisticSolver(mdp, mu, solver=cfg.policy_solver)
     truth_metrics = diversity.diversity_metrics(truth.delta, cfg.k)
     common = dict(
         nu_true=truth_metrics["nu"], tail_true=truth_metrics["tail"],
@@ -63,9 +63,10 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
         zeta = _radius(cfg, method, est, train, truth)
         theta_hat = truth.init + est.delta
         t0 = time.perf_counter()
-        gaps_p, gaps_v, pis = [], [], []
+        gaps_p, gaps_v, pis, cert = [], [], [], []
         for i in range(cfg.N):
             res = solver.solve(theta_hat[i], float(zeta[i]))
+            cert.append(res.upper_bound - res.objective)
             gaps_p.append(policy.value_gap(mdp, truth.theta[i], res.pi))
             gaps_v.append(policy.value_gap(mdp, truth.theta[i], policy.vanilla_policy(mdp, theta_hat[i])))
             pis.append(res.pi)
@@ -78,7 +79,7 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
             est_err=float(np.mean(np.sum((est.delta - truth.delta) ** 2, axis=(1, 2)))),
             gap_pess=float(np.mean(gaps_p)), gap_vanilla=float(np.mean(gaps_v)),
             coverage=float(confidence.coverage(truth.delta, est.delta, zeta)),
-            zeta=float(np.mean(zeta)),
+            zeta=float(np.mean(zeta)), policy_cert_gap=float(np.max(cert)),
             nll_train=float(est.nll), acc_heldout=heldout_accuracy(theta_hat, test),
             rank_hat=int(np.linalg.matrix_rank(diversity.aggregate(est.delta), tol=1e-8)),
             **common, fit_s=fit_s, policy_s=policy_s,
