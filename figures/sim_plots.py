@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter  # noqa: E402
 
 COLORS = {"shared": "C0", "local": "C1", "full": "C2", "global": "C3", "nuclear": "C4"}
 LABELS = {"dist": "dist(B-hat, B-diamond)", "est_err": "(1/N) sum ||dTheta-hat_i - dTheta*_i||_F^2",
@@ -47,6 +48,10 @@ def plot_quantity(runs: pd.DataFrame, slopes: pd.DataFrame, quantity: str, vary:
                           f"{s['measured_slope']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}])")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    grid = np.sort(runs["value"].unique().astype(float))
+    ax.xaxis.set_major_locator(FixedLocator(grid))
+    ax.xaxis.set_major_formatter(FixedFormatter([f"{v:g}" for v in grid]))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(VARY_LABELS.get(vary, vary))
     ax.set_ylabel(LABELS.get(quantity, quantity))
     ax.grid(True, which="both", alpha=0.25)

@@ -37,8 +37,9 @@ class SimConfig:
     """MDP horizon."""
     delta: float = 0.1
     """Confidence level: radii target coverage 1 - delta; bounds hold w.p. 1 - delta."""
-    behaviour: str = "poor"
-    """Behaviour policies mu0 = mu1 = mu_ref: 'uniform' (good coverage) or 'poor'."""
+    behaviour: str = "uniform"
+    """Behaviour policies mu0 = mu1 = mu_ref: 'uniform' (good coverage) or 'poor' (an eps-soft
+    policy avoiding the users' average optimum, for the pessimism experiments)."""
     eps: float = 0.2
     """Exploration of the 'poor' behaviour policy (eps-soft)."""
     feature_scale: float = 2.0

@@ -54,6 +54,7 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
         bound_dist=float(bounds.dist_bound(cfg.N, cfg.Np, cfg.nu, cfg.tail, cfg.d1, cfg.d2, cfg.k, cfg.delta)),
         bound_gap=float(bounds.gap_bound_average(cfg.N, cfg.Np, cfg.nu, cfg.tail, cfg.d1, cfg.d2, cfg.k, cfg.delta)),
         bayes_acc=heldout_accuracy(truth.theta, test),
+        gap_ref=float(np.mean([policy.value_gap(mdp, t, mu) for t in truth.theta])),
     )
     rows, saved = [], {}
     for method in methods:

@@ -467,7 +467,9 @@ class PessimisticSolver:
         theta.value = theta_hat.reshape(-1)
         sz.value = float(np.sqrt(zeta))
         try:
-            prob.solve(solver=cp.CLARABEL, **CLARABEL_OPTIONS)
+            with warnings.catch_warnings():  # 'may be inaccurate': certified below instead
+                warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+                prob.solve(solver=cp.CLARABEL, **CLARABEL_OPTIONS)
         except cp.error.SolverError as err:
             raise RuntimeError(f"Clarabel failed on the SOCP of Eq. 3.7: {err}") from err
         if prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or d.value is None:
