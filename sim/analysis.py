@@ -133,6 +133,33 @@ def bracketing_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(out, axis=1) if out else pd.DataFrame()
 
 
+def remark3_markdown(runs: pd.DataFrame) -> str:
+    """N_p needed to reach a target est_err, extrapolated with the 1/N_p rate of Prop. 1.
+
+    In the asymptotic regime est_err ~ C dim / (N N_p), so at a fixed N_p the N_p needed for a
+    target error is N_p * est_err / target: its growth in d1 is est_err's. Remark 3 predicts
+    (d1 k + N d2 k)/N for `shared` and d1 d2 for `full`.
+    """
+    med = runs.groupby(["method", "value"])["est_err"].median().unstack(0)
+    if not {"shared", "full"} <= set(med.columns):
+        return "(needs `shared` and `full`)"
+    r = runs.iloc[0]
+    target = float(med["full"].min())
+    need = med[["shared", "full"]] * r["Np"] / target
+    d1 = need.index.to_numpy(dtype=float)
+    pred_shared = (d1 * r["k"] + r["N"] * r["d2"] * r["k"]) / r["N"]
+    pred_full = d1 * r["d2"]
+    table = pd.DataFrame({
+        "d1": d1, "Np_needed shared": need["shared"].to_numpy(), "Np_needed full": need["full"].to_numpy(),
+        "Remark 3 shared (d1k+Nd2k)/N": pred_shared, "Remark 3 full d1 d2": pred_full,
+    })
+    lines = [f"Target est_err = {target:.4g} (the best median of `full` on this grid); N_p needed = "
+             f"N_p x est_err / target at N_p = {int(r['Np'])}, valid once est_err decays like 1/N_p "
+             "(check the Np sweep). Remark 3's orders are shown up to their unknown constants: "
+             "compare growth with d1, not levels.", "", _md(table)]
+    return "\n".join(lines)
+
+
 def write_analysis(runs: pd.DataFrame, vary: str, out: Path) -> pd.DataFrame:
     slopes = compute_slopes(runs, vary)
     tmp = out / "slopes.csv.tmp"
@@ -173,6 +200,8 @@ def summary_markdown(runs: pd.DataFrame, slopes: pd.DataFrame, vary: str) -> str
         "",
         _md(med),
     ]
+    if vary == "d1":
+        parts += ["", "## Sample complexity (Remark 3)", "", remark3_markdown(runs)]
     if vary in ("Np", "N", "k", "d1"):
         parts += ["", "## Bracketing check (Proposition 1)", "",
                   "Median of est_err * N * Np / dim, dim = k(d1+N d2) (shared), N k(d1+d2) (local), "

@@ -90,3 +90,24 @@ def test_calibrated_coverage_over_seeds(method, floor):
         z = confidence.calibrated_radius(method, est, data, k, 1.0, delta=0.1)
         covs.append(confidence.coverage(truth.delta, est.delta, z))
     assert np.mean(covs) >= floor, f"{method}: coverage {np.mean(covs):.3f}"
+
+
+def test_fisher_information_matches_a_direct_sum():
+    from scipy.special import expit
+
+    from sim.confidence import fisher_information
+    from sim.data import PreferenceData
+
+    rng = np.random.default_rng(7)
+    user = rng.integers(0, 3, size=40)
+    x0, x1 = rng.normal(size=(2, 40, 2, 2))
+    data = PreferenceData(user=user, x0=x0, x1=x1, o=rng.integers(0, 2, 40), n_users=3)
+    theta = rng.normal(size=(3, 2, 2))
+    info = fisher_information(theta, data)
+    for i in range(3):
+        direct = np.zeros((4, 4))
+        for j in np.flatnonzero(user == i):
+            x = (x0[j] - x1[j]).reshape(-1)
+            p = expit(x @ theta[i].reshape(-1))
+            direct += p * (1 - p) * np.outer(x, x)
+        np.testing.assert_allclose(info[i], direct, rtol=1e-12, atol=1e-12)
