@@ -11,7 +11,7 @@ import numpy as np
 
 from sim import confidence, estimators, policy
 from sim.config import SimConfig
-from sim.data import behaviour_policy, make_preferences
+from sim.data import behaviour_policy, check_identifiability, make_preferences
 from sim.mdp import random_mdp
 from sim.truth import make_ground_truth
 from theory import bounds, diversity
@@ -54,6 +54,7 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
         bound_dist=float(bounds.dist_bound(cfg.N, cfg.Np, cfg.nu, cfg.tail, cfg.d1, cfg.d2, cfg.k, cfg.delta)),
         bound_gap=float(bounds.gap_bound_average(cfg.N, cfg.Np, cfg.nu, cfg.tail, cfg.d1, cfg.d2, cfg.k, cfg.delta)),
         bayes_acc=heldout_accuracy(truth.theta, test),
+        ident_rank=check_identifiability(train, warn=False),
         gap_ref=float(np.mean([policy.value_gap(mdp, t, mu) for t in truth.theta])),
     )
     rows, saved = [], {}

@@ -33,7 +33,8 @@ GRIDS = {
     "Np": dict(values=[50, 100, 200, 400, 800, 1600], base={}),
     "N": dict(values=[5, 10, 20, 40, 80], base=dict(Np=100)),
     "k": dict(values=[1, 2, 3, 4], base=dict(nu=0.05)),
-    "d1": dict(values=[5, 10, 20, 40], base=dict(Np=100)),
+    # S*A = 128 >= d1*d2 = 120 keeps every grid point identifiable (sim.data.check_identifiability).
+    "d1": dict(values=[5, 10, 20, 40], base=dict(Np=400, S=32)),
 }
 QUICK = dict(values=3, seeds=3)
 INTEGER_FIELDS = ("Np", "N", "k", "d1")
