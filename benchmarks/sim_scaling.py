@@ -36,10 +36,9 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from sim.analysis import loglog_slope
 from sim.config import SimConfig
-from sim.data import behaviour_policy, make_preferences
-from sim.mdp import random_mdp
-from sim.truth import make_ground_truth
+from sim.pipeline import build_instance
 
 PARTS = ("fit", "policy", "sweep", "profile", "seeds")
 # Grids per mode: (Np values at fixed N, N values at fixed Np, d1 values, (S, A, H) sizes).
@@ -63,21 +62,9 @@ def load() -> str:
 
 
 def instance(cfg: SimConfig, seed: int = 0):
-    """MDP, truth, behaviour policy and training data as sim.pipeline.build_instance draws them."""
-    s_mdp, s_truth, s_data, _ = np.random.SeedSequence(seed).spawn(4)
-    mdp = random_mdp(cfg.S, cfg.A, cfg.H, cfg.d1, cfg.d2, np.random.default_rng(s_mdp),
-                     feature_scale=cfg.feature_scale)
-    truth = make_ground_truth(cfg.N, cfg.d1, cfg.d2, cfg.k, cfg.nu, cfg.tail, cfg.B,
-                              np.random.default_rng(s_truth), init_scale=cfg.init_scale)
-    rng = np.random.default_rng(s_data)
-    mu = behaviour_policy(mdp, cfg.behaviour, rng, theta_mean=truth.theta.mean(0), eps=cfg.eps)
-    data = make_preferences(mdp, truth.theta, cfg.Np, mu, mu, rng)
+    """MDP, truth, behaviour policy and training data exactly as the sweep draws them."""
+    mdp, truth, mu, data, _ = build_instance(cfg, seed)
     return mdp, truth, mu, data
-
-
-def loglog_slope(x, y) -> float:
-    """Least-squares slope of log y against log x."""
-    return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
 
 
 def fit_scaling(grid: dict, repeats: int, method: str = "shared") -> pd.DataFrame:

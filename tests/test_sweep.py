@@ -85,3 +85,15 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, mess
 ])
 def test_verdicts(pred, lo, hi, expected):
     assert verdict(pred, lo, hi) == expected
+
+
+def test_algorithm1_demo_prints_every_method():
+    r = subprocess.run([sys.executable, "-m", "sim.algorithm1", "--Np", "30", "--methods", "shared,full"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [ln.split() for ln in r.stdout.splitlines()]
+    rows = {ln[0]: ln for ln in lines if ln and ln[0] in ("shared", "full")}
+    assert set(rows) == {"shared", "full"} and all(len(v) == 7 for v in rows.values())
+    bad = subprocess.run([sys.executable, "-m", "sim.algorithm1", "--Np", "0"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
