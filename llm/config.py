@@ -76,7 +76,11 @@ class TrainConfig:
     precision: str = "auto"
     """`auto` (bf16 on CUDA, fp32 on CPU), `bf16` or `fp32`."""
     gradient_checkpointing: str = "auto"
-    """`auto` (on with CUDA), `on` or `off`; always non-reentrant."""
+    """`auto` (on with CUDA only when batch_size x padded width > llm.train.GC_AUTO_TOKENS),
+    `on` or `off`; always non-reentrant."""
+    group_by_length: bool = True
+    """Length-grouped batches: sort windows of 64 batches' worth of shuffled pairs by length,
+    chunk into batches, shuffle the batches (seeded; users stay mixed)."""
     extra: dict = field(default_factory=dict)
     """Free-form notes saved with the run (not used by the code)."""
 
@@ -118,6 +122,8 @@ class TrainConfig:
             raise ValueError(f"targets must be non-empty module names, got {self.targets!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if not isinstance(self.group_by_length, bool):
+            raise ValueError(f"group_by_length must be a bool, got {self.group_by_length!r}")
         if self.gradient_checkpointing not in ("auto", "on", "off"):
             raise ValueError(
                 f"gradient_checkpointing must be auto, on or off, got {self.gradient_checkpointing!r}"

@@ -33,6 +33,16 @@ from llm.data import DataError, TLDRData, load_comparisons  # noqa: E402
 # Test hook: stop (exit 3) after this many optimizer steps, as an interrupted run would.
 STOP_ENV = "LLM_TRAIN_STOP_AFTER_STEPS"
 MAX_GRAD_NORM = 1.0  # transformers.Trainer / TRL default
+# Length grouping: sort this many batches' worth of shuffled pairs at a time (as
+# benchmarks/llm_throughput.py's GROUP_POOL), chunk into batches, shuffle the batches.
+GROUP_WINDOW_BATCHES = 64
+# `--gradient-checkpointing auto` (CUDA only) turns checkpointing on when batch_size x padded
+# width (pairs x tokens of one process's forward pass; 2 x that in sequence tokens) exceeds this.
+# A GUESS, not calibrated: it is the Llama-3-8B shape 8 pairs (16 sequences) x 512 tokens that
+# stock peft ran in 57 GiB without checkpointing on an H200 (docs/performance.md, anchor); this
+# code's memory is not measured. Calibrate with `python -m benchmarks.llm_throughput` on the GPU
+# (peak memory of `shared` with and without checkpointing) and change the constant.
+GC_AUTO_TOKENS = 8 * 512
 
 
 @dataclass(frozen=True)
@@ -79,12 +89,73 @@ def linear_schedule(step: int, warmup: int, total: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def batch_stream(cfg: TrainConfig, phase: Phase, data: TLDRData, n_rows: int) -> np.ndarray:
-    """Train indices in visiting order: concatenated seeded permutations of the phase's pairs."""
+def batch_stream(cfg: TrainConfig, phase: Phase, data: TLDRData, n_rows: int,
+                 lengths: np.ndarray | None = None) -> np.ndarray:
+    """Train indices in visiting order: the phase's pairs epoch after epoch (``epoch_order``).
+
+    The loop reads it in consecutive slices of ``cfg.batch_size`` (one process's micro-batch).
+    ``lengths[i]``: token count of train pair i (``pair_lengths``), needed for grouping.
+    """
     pool = _phase_indices(data, phase)
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1000 + phase.index]))
     reps = math.ceil(n_rows / len(pool))
-    return np.concatenate([pool[rng.permutation(len(pool))] for _ in range(reps)])[:n_rows]
+    return np.concatenate([epoch_order(cfg, phase, pool, e, lengths) for e in range(reps)])[:n_rows]
+
+
+def epoch_order(cfg: TrainConfig, phase: Phase, pool: np.ndarray, epoch: int,
+                lengths: np.ndarray | None = None) -> np.ndarray:
+    """Visiting order of ``pool`` in ``epoch``: a pure function of seed, phase and epoch.
+
+    Without grouping, the epoch's seeded permutation (the same draws as before grouping
+    existed). With ``cfg.group_by_length``, that permutation cut into windows of
+    GROUP_WINDOW_BATCHES x batch_size pairs, each window sorted by ``lengths`` (stable), cut
+    into batches of batch_size, and the epoch's batches shuffled by a second seeded generator:
+    users stay mixed, each batch holds similar lengths. The epoch starts at stream position
+    epoch x len(pool), not always a batch boundary: its first (-epoch x len(pool)) mod
+    batch_size pairs complete the previous epoch's last batch and its last pairs open the next
+    epoch's first one; those two pieces keep the random order. No pair is dropped or repeated.
+    """
+    n = len(pool)
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1000 + phase.index]))
+    for _ in range(epoch):
+        rng.permutation(n)  # epoch e is the (e+1)-th draw of the phase's generator
+    order = pool[rng.permutation(n)]
+    if not cfg.group_by_length:
+        return order
+    if lengths is None:
+        raise ValueError("group_by_length needs the pairs' token lengths")
+    b = cfg.batch_size
+    head = min((-epoch * n) % b, n)
+    body = (n - head) // b * b
+    mid, window = order[head : head + body], GROUP_WINDOW_BATCHES * b
+    batches: list[np.ndarray] = []
+    for s in range(0, body, window):
+        win = mid[s : s + window]
+        batches += list(win[np.argsort(lengths[win], kind="stable")].reshape(-1, b))
+    shuffle = np.random.default_rng(np.random.SeedSequence([cfg.seed, 2000 + phase.index, epoch]))
+    batches = [batches[i] for i in shuffle.permutation(len(batches))]
+    return np.concatenate([order[:head], *batches, order[head + body :]])
+
+
+def pair_lengths(tok, comps, max_length: int, chunk: int = 1024) -> np.ndarray:
+    """Per comparison, the token count of its longer text (chosen or rejected), <= max_length."""
+    out = np.zeros(len(comps), dtype=np.int64)
+    for s in range(0, len(comps), chunk):
+        part = comps[s : s + chunk]
+        texts = [c.text(0) for c in part] + [c.text(1) for c in part]
+        ids = tok(texts, truncation=True, max_length=max_length)["input_ids"]
+        n = np.array([len(x) for x in ids])
+        out[s : s + len(part)] = np.maximum(n[: len(part)], n[len(part) :])
+    return out
+
+
+def use_gradient_checkpointing(cfg: TrainConfig, cuda: bool, width: int) -> bool:
+    """`on`/`off` as given; `auto`: on CUDA when batch_size x width > GC_AUTO_TOKENS.
+
+    ``width``: the widest padded batch possible (max_length, position limit and longest text).
+    """
+    if cfg.gradient_checkpointing != "auto":
+        return cfg.gradient_checkpointing == "on"
+    return cuda and cfg.batch_size * width > GC_AUTO_TOKENS
 
 
 def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
@@ -110,13 +181,16 @@ def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
 
     tok = load_tokenizer(cfg.model)
     phases = plan_phases(cfg, data.n_users)
+    lengths = None
+    if cfg.group_by_length or (cfg.gradient_checkpointing == "auto" and cuda):
+        lengths = pair_lengths(tok, data.train, cfg.max_length)
     state = _read_progress(out) if resume else {"phase": 0, "step": 0}
     t0 = time.time()
     for phase in phases:
         if phase.index < state["phase"]:
             continue
         start = state["step"] if phase.index == state["phase"] else 0
-        model = _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress)
+        model = _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress, lengths)
         if _is_final(cfg, phase, phases):
             _evaluate_phase(cfg, phase, model, data, tok, accel, out)
         del model
@@ -128,7 +202,7 @@ def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     return out
 
 
-def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress):
+def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress, lengths=None):
     import torch
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
@@ -137,7 +211,7 @@ def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress):
 
     world = accel.num_processes
     steps = phase_steps(cfg, phase, data, world)
-    model = _build_phase_model(cfg, phase, data.n_users, accel, out)
+    model = _build_phase_model(cfg, phase, data.n_users, accel, out, lengths)
     params = [p for p in model.parameters() if p.requires_grad]
     head_ids = {id(p) for m in model.modules() if isinstance(m, UserHead) for p in m.parameters()}
     head_lr = phase.lr * (cfg.head_lr / cfg.lr if cfg.head_lr else 1.0)
@@ -169,7 +243,9 @@ def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress):
     model, optimizer = accel.prepare(model, optimizer)
     model.train()
     rows_per_micro = cfg.batch_size * world
-    stream = batch_stream(cfg, phase, data, steps * cfg.grad_accum * rows_per_micro)
+    limit = _position_limit(model)
+    keys = None if lengths is None else np.minimum(lengths, limit or cfg.max_length)
+    stream = batch_stream(cfg, phase, data, steps * cfg.grad_accum * rows_per_micro, keys)
     stop_after = int(os.environ.get(STOP_ENV, "0"))
     bar = tqdm(
         total=steps, initial=start, disable=not (progress and accel.is_main_process),
@@ -229,7 +305,7 @@ def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress):
     return model
 
 
-def _build_phase_model(cfg, phase, n_users, accel, out):
+def _build_phase_model(cfg, phase, n_users, accel, out, lengths=None):
     import torch
     from safetensors.torch import load_file
 
@@ -238,9 +314,14 @@ def _build_phase_model(cfg, phase, n_users, accel, out):
     tok = load_tokenizer(cfg.model)
     dtype = torch.bfloat16 if accel.mixed_precision == "bf16" else torch.float32
     backbone = load_backbone(cfg.model, tok.pad_token_id, dtype)
-    use_gc = cfg.gradient_checkpointing == "on" or (
-        cfg.gradient_checkpointing == "auto" and torch.cuda.is_available()
-    )
+    width = min(cfg.max_length, _position_limit(backbone) or cfg.max_length)
+    if lengths is not None and len(lengths):
+        width = min(width, int(lengths.max()))
+    use_gc = use_gradient_checkpointing(cfg, torch.cuda.is_available(), width)
+    if cfg.gradient_checkpointing == "auto" and phase.index == 0:
+        _log(accel, f"gradient checkpointing {'on' if use_gc else 'off'} (auto: "
+                    f"{cfg.batch_size} pairs x {width} tokens vs {GC_AUTO_TOKENS}"
+                    f"{'' if torch.cuda.is_available() else ', no CUDA'})")
     if use_gc:
         kwargs = {"use_reentrant": False}
         if hasattr(backbone, "activation_checkpointing_enable"):  # transformers >= 5.x name
@@ -343,7 +424,9 @@ def _write_results(cfg, phases, data, out, train_s):
     (out / "table.md").write_text(
         f"# {cfg.method} on {cfg.data} ({cfg.model}, seed {cfg.seed})\n\n{table}\n"
         f"Labelers (top {data.n_users} workers by train comparisons):\n{workers}\n\n"
-        f"{data.summary()}\n\nTraining + evaluation wall time: {train_s:.1f} s\n"
+        f"{data.summary()}\n\nBatches: "
+        f"{'length-grouped' if cfg.group_by_length else 'random order'}. "
+        f"Training + evaluation wall time: {train_s:.1f} s\n"
     )
     if cfg.method != "global":
         factors: dict = {}
@@ -397,7 +480,9 @@ def _check_resume_config(cfg: TrainConfig, out: Path, resume: bool) -> None:
     saved = out / "config.json"
     if not resume or not saved.exists():
         return
-    old = TrainConfig.load(saved).to_dict()
+    raw = json.loads(saved.read_text())
+    raw.setdefault("group_by_length", False)  # written before grouping existed: random order
+    old = TrainConfig.from_dict(raw).to_dict()
     new = cfg.to_dict()
     diff = sorted(k for k in new if old.get(k) != new[k])
     if diff:
@@ -463,7 +548,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint every N optimizer steps (0: phase ends only)")
     p.add_argument("--precision", default=d.precision, choices=("auto", "bf16", "fp32"))
     p.add_argument("--gradient-checkpointing", default=d.gradient_checkpointing,
-                   choices=("auto", "on", "off"))
+                   choices=("auto", "on", "off"),
+                   help="auto: on with CUDA only when batch-size x widest padded batch > "
+                        f"{GC_AUTO_TOKENS} tokens (a guess; see GC_AUTO_TOKENS)")
+    p.add_argument("--group-by-length", action=argparse.BooleanOptionalAction,
+                   default=d.group_by_length,
+                   help=f"length-grouped batches: sort {GROUP_WINDOW_BATCHES} batches' worth of "
+                        "shuffled pairs by length, chunk, shuffle the batches (seeded)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
 
     def error(message: str):
@@ -487,6 +578,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         per_user_head=args.per_user_head, warmup_ratio=args.warmup_ratio,
         weight_decay=args.weight_decay, checkpoint_every=args.checkpoint_every,
         precision=args.precision, gradient_checkpointing=args.gradient_checkpointing,
+        group_by_length=args.group_by_length,
     )
 
 
