@@ -18,7 +18,6 @@ import llm.train as train  # noqa: E402
 from llm.config import TrainConfig  # noqa: E402
 from llm.data import load_comparisons  # noqa: E402
 from llm.model import load_tokenizer  # noqa: E402
-from llm.tiny import make_tiny_backbone  # noqa: E402
 from llm.train import (  # noqa: E402
     GC_AUTO_TOKENS,
     STOP_ENV,
@@ -31,23 +30,11 @@ from llm.train import (  # noqa: E402
     use_gradient_checkpointing,
 )
 
-pytestmark = pytest.mark.llm
+pytestmark = [pytest.mark.llm, pytest.mark.usefixtures("torch_one_thread")]
 FIXTURE = Path(__file__).parent / "fixtures" / "tldr_tiny"
 WIDTH = 256  # the tiny backbone's position limit; the fixture's texts are 61-115 tokens
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_backbone(tmp_path_factory.mktemp("tiny") / "bert")
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,9 @@ from llm.lora import PersonalLoRALinear, personal_modules, reduced_users  # noqa
 from llm.model import build_reward_model, delta_factors, load_backbone  # noqa: E402
 from llm.tiny import make_tiny_backbone  # noqa: E402
 
-pytestmark = pytest.mark.llm
+pytestmark = [pytest.mark.llm, pytest.mark.usefixtures("torch_one_thread")]
 N_USERS = 3
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two threads on a busy 2-core machine are ~100x slower than one for a hidden-32 model.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -17,27 +17,14 @@ pytest.importorskip("accelerate")
 
 from llm.config import METHODS, TrainConfig  # noqa: E402
 from llm.evaluate import METRICS_COLUMNS  # noqa: E402
-from llm.tiny import make_tiny_backbone  # noqa: E402
 from llm.train import STOP_ENV, plan_phases, run  # noqa: E402
 
-pytestmark = pytest.mark.llm
+pytestmark = [pytest.mark.llm, pytest.mark.usefixtures("torch_one_thread")]
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "tldr_tiny"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_backbone(tmp_path_factory.mktemp("tiny") / "bert")
 
 
 def _cfg(tiny, out, method, **kw):
