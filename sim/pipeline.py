@@ -95,9 +95,9 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
 def _radius(cfg: SimConfig, method: str, est, train, truth) -> np.ndarray:
     """Per-user zeta_i of Eq. 3.6 (array (N,))."""
     if cfg.radius == "theory":
-        z = bounds.zeta_theory(cfg.N, cfg.Np, cfg.nu, cfg.tail, cfg.d1, cfg.d2, cfg.k,
-                               min_bias=float(diversity.per_user_bias(truth.delta, cfg.k).min()),
-                               delta=cfg.delta, c=cfg.zeta_c)
+        z = confidence.theory_radius(cfg.N, cfg.Np, cfg.nu, cfg.tail, cfg.d1, cfg.d2, cfg.k,
+                                     min_bias=float(diversity.per_user_bias(truth.delta, cfg.k).min()),
+                                     delta=cfg.delta, c=cfg.zeta_c)
         return np.full(cfg.N, float(z))
     return np.broadcast_to(
         confidence.calibrated_radius(method, est, train, cfg.k, cfg.B, delta=cfg.delta,

@@ -97,3 +97,18 @@ def test_algorithm1_demo_prints_every_method():
     bad = subprocess.run([sys.executable, "-m", "sim.algorithm1", "--Np", "0"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
+
+
+def test_theory_radius_run_uses_eq_b1():
+    from sim import confidence
+    from sim.config import SimConfig
+    from sim.pipeline import build_instance, run_instance
+    from theory import diversity
+
+    cfg = SimConfig(N=4, d1=4, d2=1, k=1, S=4, A=3, H=3, n_test=10, radius="theory", zeta_c=0.5)
+    row = run_instance(cfg, 0, ["shared"])[0]
+    truth = build_instance(cfg, 0)[1]
+    expected = confidence.theory_radius(4, cfg.Np, cfg.nu, cfg.tail, 4, 1, 1, delta=cfg.delta, c=0.5,
+                                        min_bias=float(diversity.per_user_bias(truth.delta, 1).min()))
+    assert row["zeta"] == pytest.approx(expected)
+    assert 0 <= row["coverage"] <= 1 and row["gap_pess"] >= 0
