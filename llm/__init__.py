@@ -8,6 +8,7 @@ Modules (torch is imported lazily, never by this package's ``__init__``):
 - :mod:`llm.lora` -- the personalized LoRA layer (shared B, per-user A) and per-user head.
 - :mod:`llm.model` -- backbone loading and the reward model of every method.
 - :mod:`llm.evaluate` -- pairwise accuracy, metrics.csv, table.md, diversity.csv.
+- :mod:`llm.phases` -- phases of each method (Algorithm 2), LR schedule, seeded batch order.
 - :mod:`llm.train` -- the command line (``python llm/train.py`` or ``python -m llm.train``).
 """
 
