@@ -95,7 +95,7 @@ def make_llm_figures(result_dirs: list[Path], out_dir: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from figures._save import save_png_pdf
 
     rows = read_llm_metrics(result_dirs)
     if not rows:
@@ -107,11 +107,4 @@ def make_llm_figures(result_dirs: list[Path], out_dir: Path) -> list[Path]:
     if {"shared", "shared-a"} <= {r["method"] for r in rows}:
         figures["llm_fig3_share_a_vs_b"] = plot_per_labeler(
             rows, ["shared", "shared-a"], "Share B (P-ShareLoRA) vs share A (Fig. 3)")[0]
-    paths = []
-    for name, fig in figures.items():
-        for ext in ("png", "pdf"):
-            path = out_dir / f"{name}.{ext}"
-            fig.savefig(path, dpi=150)
-            paths.append(path)
-        plt.close(fig)
-    return paths
+    return [p for name, fig in figures.items() for p in save_png_pdf(fig, out_dir / name)]

@@ -16,6 +16,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter  # noqa: E402
 
+from figures._save import save_png_pdf  # noqa: E402
+
 COLORS = {"shared": "C0", "local": "C1", "full": "C2", "global": "C3", "nuclear": "C4"}
 LABELS = {"dist": "dist(B-hat, B-diamond)", "est_err": "(1/N) sum ||dTheta-hat_i - dTheta*_i||_F^2",
           "gap_pess": "mean value gap, pessimistic", "gap_vanilla": "mean value gap, plug-in",
@@ -71,9 +73,5 @@ def make_sweep_figures(result_dir: Path) -> list[Path]:
         if quantity not in runs or runs[quantity].isna().all():
             continue
         fig, _ = plot_quantity(runs, slopes, quantity, vary)
-        for ext in ("png", "pdf"):
-            path = result_dir / f"{quantity}_vs_{vary}.{ext}"
-            fig.savefig(path, dpi=150)
-            written.append(path)
-        plt.close(fig)
+        written += save_png_pdf(fig, result_dir / f"{quantity}_vs_{vary}")
     return written
