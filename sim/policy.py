@@ -15,13 +15,17 @@ measure d (H, S, A) of pi and v(d) = Phi^T (d - d_ref) in R^{d1 d2} (Phi: phi re
 D = {d >= 0 : sum_a d_0(s, a) = rho(s); sum_a d_{h+1}(s', a) = sum_{s,a} P_h(s'|s,a) d_h(s,a)}.
 (*) is a second-order-cone program. Two solvers:
 
-- ``"lp"`` (default): Kelley's cutting-plane method. f(d) = min_{theta in ball} <v(d), theta>,
-  so every theta_c in the ball gives a valid cut t <= <v(d), theta_c>; the cut at the current
-  point uses the worst case theta_c = theta_hat - sqrt(zeta) v / ||v||, which is tight there.
-  The LP optimum is an upper bound, f at the LP point a lower bound; stop when they meet. One
-  HiGHS model per MDP holds the flow constraints; cuts are rows added in place, every LP is
-  warm-started from the previous basis, and between users the cuts are deleted and the basis
-  is reset to the vertex of the plug-in policy (the exact optimum of the first LP).
+- ``"lp"`` (default): simplicial decomposition (column generation, i.e. fully corrective
+  Frank-Wolfe), no conic solver. Every major step solves one LP over occupancy measures,
+  max_d <v(d), theta_c> with theta_c = theta_hat - sqrt(zeta) u, exactly by backward induction
+  (dynamic programming on the LP's own structure; tests/test_policy.py checks it against HiGHS).
+  With u = v/||v|| at the current point this LP is the Frank-Wolfe pricing step: its optimal
+  vertex (a deterministic policy) joins the candidate set and its value is a certified upper
+  bound on (*) (weak duality: f(d) = min_{||u|| <= 1} <v(d), theta_hat - sqrt(zeta) u>). The
+  restricted master, max of (*) over mixtures of the candidates (and of mu_ref), is solved in
+  closed form on affine hulls by :func:`_master`. Stop when upper bound - f <= tol (1 + |ub|);
+  the optimum mixes at most d1 d2 + 1 vertices, and the mixture's occupancy gives the
+  (stochastic) policy.
 - ``"socp"``: the exact cone program in cvxpy (Clarabel), compiled once with Parameters.
 
 Policies pi (H, S, A) are extracted as pi_h(a | s) = d_h(s, a) / sum_a d_h(s, a), uniform where
@@ -35,30 +39,26 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.linalg import qr, solve_triangular
 
 from sim.mdp import TabularMDP, backward_induction, check_policy, occupancy, value
 
 SOLVERS = ("lp", "socp")
 #: Occupancy mass below which a state counts as unreachable in policy extraction.
 UNREACHABLE_TOL = 1e-12
-#: HiGHS feasibility tolerances: tighter than the default 1e-7 so that the LP bound meets the
-#: exact objective at the requested tol (see benchmarks/bench_policy.py).
-LP_FEAS_TOL = 1e-10
-#: Smallest matrix entry HiGHS keeps (its minimum allowed value).
-SMALL_MATRIX_VALUE = 1e-12
-#: Default LP budget per user: MAX_LP_PER_DIM (d1 d2 + 1) + 100. Kelley needs at least d1 d2 + 1
-#: cuts near the kink v = 0; beyond the budget the best policy is returned with its certified
-#: gap (a RuntimeWarning; strict=True raises instead). See docs/pessimism.md.
-MAX_LP_PER_DIM = 4
-#: Relative bound gap below which the LP path tries Newton polishing on the LP point's face.
-POLISH_GAP = 1e-4
-#: Occupancy entries above this count as the support (face) of an LP point.
-POLISH_SUPPORT_TOL = 1e-11
-POLISH_NEWTON_STEPS = 30
-#: Most variables-hit-zero events of the active-set polish before it gives up.
-POLISH_FACE_DROPS = 4
-#: Pricing rounds (face enlargements by the Frank-Wolfe vertex) per polish.
-POLISH_ROUNDS = 2
+#: Default LP budget per user: MAX_LP_PER_DIM (d1 d2 + 1) + 100 pricing LPs. By Caratheodory an
+#: optimum mixes at most d1 d2 + 1 vertices; beyond the budget the best policy is returned with
+#: its certified gap (a RuntimeWarning; strict=True raises instead). See docs/pessimism.md.
+MAX_LP_PER_DIM = 10
+#: ||v|| below TIP_TOL * (largest candidate ||v||) counts as the tip v = 0 of the cone in (*).
+TIP_TOL = 1e-12
+#: Weight of the best-bound dual point in the smoothed pricing point (Wentges smoothing).
+SMOOTHING = 0.5
+#: A smoothed pricing vertex counts as a mis-price unless it ascends from the master's point
+#: by at least this fraction of the current bound gap.
+MISPRICE = 0.01
+#: Relative singular-value cut-off for the affine hull of the master's vertices.
+RANK_TOL = 1e-10
 #: Clarabel tolerances: 1e-9 is the tightest at which it reliably reports "optimal" here
 #: (1e-10 gives "optimal_inaccurate" on some instances).
 CLARABEL_OPTIONS = {"tol_gap_abs": 1e-8, "tol_gap_rel": 1e-8, "tol_feas": 1e-8}
@@ -75,11 +75,11 @@ class PolicyResult:
     objective: float
     """f(d) of (*) at the solver's occupancy: the pessimistic value relative to mu_ref."""
     n_lp: int
-    """Number of linear programs solved (0 for the SOCP solver)."""
+    """Number of pricing LPs solved (0 for the SOCP solver)."""
     seconds: float
     """Wall-clock time of the solve."""
     upper_bound: float = float("nan")
-    """Certified upper bound on (*) (LP: the last cutting-plane LP; SOCP: backward induction at
+    """Certified upper bound on (*): the smallest pricing-LP value (SOCP: backward induction at
     the worst-case theta of the solver's point)."""
     theta_worst: np.ndarray = field(default=None, repr=False)
     """(d1, d2) worst-case parameter in the ball for the returned policy."""
@@ -127,9 +127,10 @@ def extract_policy(d: np.ndarray) -> np.ndarray:
 class PessimisticSolver:
     """Solves Eq. 3.7 for many users of one MDP and one reference policy mu_ref.
 
-    mdp: the MDP; ref_policy: (H, S, A) mu_ref; solver: "lp" (Kelley cutting planes with HiGHS)
-    or "socp" (cvxpy + Clarabel); tol: stop when upper - lower bound <= tol * (1 + |bound|);
-    max_lp: LP budget per user; strict: raise instead of warn when the budget runs out.
+    mdp: the MDP; ref_policy: (H, S, A) mu_ref; solver: "lp" (simplicial decomposition, LPs by
+    backward induction) or "socp" (cvxpy + Clarabel); tol: stop when upper - lower bound <=
+    tol * (1 + |bound|); max_lp: LP budget per user; strict: raise instead of warn when the
+    budget runs out.
     """
 
     def __init__(self, mdp: TabularMDP, ref_policy: np.ndarray, solver: str = "lp",
@@ -161,9 +162,7 @@ class PessimisticSolver:
         u, sw, _ = np.linalg.svd(self._phi_h.T @ null, full_matrices=False)
         basis = u[:, sw > 1e-10 * max(sw.max(initial=0.0), 1e-300)]
         self._span_proj = basis @ basis.T
-        if solver == "lp":
-            self._build_lp()
-        else:
+        if solver == "socp":
             self._build_socp()
 
     # ------------------------------------------------------------------ public
@@ -175,7 +174,7 @@ class PessimisticSolver:
         if zeta > 0 and np.linalg.norm(self._span_proj @ theta_hat.reshape(-1)) <= np.sqrt(zeta):
             # Exact certificate that (*) = 0 at d_ref: v(d) lies in span W for every d, so
             # <v, theta_hat> = <v, P_W theta_hat> <= ||P_W theta_hat|| ||v|| <= sqrt(zeta) ||v||.
-            # mu_ref is then optimal (the kink v = 0, where cutting planes converge slowest).
+            # mu_ref is then optimal (the kink v = 0, where f is not differentiable).
             theta_worst = theta_hat - (self._span_proj @ theta_hat.reshape(-1)).reshape(theta_hat.shape)
             return PolicyResult(pi=self.ref_policy.copy(), objective=0.0, n_lp=0,
                                 seconds=time.perf_counter() - start, upper_bound=0.0,
@@ -198,133 +197,70 @@ class PessimisticSolver:
         return [self.solve(t, z) for t, z in zip(theta_hat, zetas)]
 
     # ------------------------------------------------------------------ LP path
-    def _build_lp(self) -> None:
-        import highspy
-        from scipy.sparse import csc_matrix
-
-        mdp = self.mdp
-        H, S = mdp.H, mdp.S
-        n = self._n
-        flow = csc_matrix(self._flow_dense)
-        rhs = self._rhs
-        lp = highspy.HighsLp()
-        lp.num_col_ = n + 1
-        lp.num_row_ = H * S
-        lp.col_cost_ = np.r_[np.zeros(n), 1.0]
-        lp.col_lower_ = np.r_[np.zeros(n), -highspy.kHighsInf]
-        lp.col_upper_ = np.r_[np.ones(n), highspy.kHighsInf]
-        lp.row_lower_ = rhs
-        lp.row_upper_ = rhs
-        lp.sense_ = highspy.ObjSense.kMaximize
-        a = csc_matrix((flow.data, flow.indices, np.r_[flow.indptr, flow.indptr[-1]]),
-                       shape=(H * S, n + 1))  # the t column is empty in the flow rows
-        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-        lp.a_matrix_.start_ = a.indptr
-        lp.a_matrix_.index_ = a.indices
-        lp.a_matrix_.value_ = a.data
-        h = highspy.Highs()
-        h.silent()
-        for name, val in (("primal_feasibility_tolerance", LP_FEAS_TOL),
-                          ("dual_feasibility_tolerance", LP_FEAS_TOL),
-                          ("small_matrix_value", SMALL_MATRIX_VALUE), ("presolve", "off"), ("solver", "simplex"), ("threads", 1)):
-            h.setOptionValue(name, val)
-        status = h.passModel(lp)
-        if status == highspy.HighsStatus.kError:
-            raise RuntimeError(f"HiGHS rejected the occupancy LP: {status}")
-        self._highs = h
-        self._hs = highspy
-        self._n_flow = H * S
-        self._cut_idx = np.arange(n + 1, dtype=np.int32)
-
-    def _add_cut(self, theta_c: np.ndarray) -> None:
-        """Row t - sum_{h,s,a} <phi(s,a), theta_c> d_h(s,a) <= -<Phi^T d_ref, theta_c>."""
-        r = self._phi @ theta_c
-        vals = np.r_[-np.tile(r, self.mdp.H), 1.0]
-        self._highs.addRow(-self._hs.kHighsInf, -float(self._ref_feat @ theta_c),
-                           self._n + 1, self._cut_idx, vals)
-
-    def _vertex_basis(self, pi_det: np.ndarray):
-        """Basis of the vertex of deterministic pi_det with t basic and every row nonbasic."""
-        hs = self._hs
-        basic = (pi_det.reshape(-1) > 0.5)
-        col = [hs.HighsBasisStatus.kBasic if b else hs.HighsBasisStatus.kLower for b in basic]
-        col.append(hs.HighsBasisStatus.kBasic)
-        rows = [hs.HighsBasisStatus.kLower] * self._n_flow + [hs.HighsBasisStatus.kUpper]
-        basis = hs.HighsBasis()
-        basis.col_status = col
-        basis.row_status = rows
-        basis.valid = True
-        basis.alien = False
-        return basis
-
-    def _run_lp(self) -> tuple[np.ndarray, float]:
-        h, hs = self._highs, self._hs
-        h.run()
-        status = h.getModelStatus()
-        if status != hs.HighsModelStatus.kOptimal:
-            raise RuntimeError(
-                f"cutting-plane LP failed: HiGHS model status {h.modelStatusToString(status)!r}")
-        x = np.asarray(h.getSolution().col_value)
-        return x[:-1], float(x[-1])
-
     def _solve_lp(self, theta_hat, zeta):
-        mdp, h = self.mdp, self._highs
-        D = mdp.d1 * mdp.d2
-        th = theta_hat.reshape(D)
+        """Simplicial decomposition (fully corrective Frank-Wolfe) for (*); see the module doc."""
+        mdp = self.mdp
+        th = theta_hat.reshape(-1)
         sz = float(np.sqrt(zeta))
-        n_rows = h.getNumRow()
-        if n_rows > self._n_flow:
-            h.deleteRows(n_rows - self._n_flow, np.arange(self._n_flow, n_rows, dtype=np.int32))
-        # First cut at the plug-in vertex: its worst case theta_c; the LP with this single cut
-        # is solved exactly by backward induction on theta_c, whose vertex basis is then passed.
-        d0 = occupancy(mdp, vanilla_policy(mdp, theta_hat))
-        theta_c = self._worst_theta(th, sz, d0)
-        pi0, dual0 = self._dual_bound(theta_c)
-        self._add_cut(theta_c)
-        h.setBasis(self._vertex_basis(pi0))
-        best_obj, best_x = -np.inf, None
-        ub, n_lp, last_face = dual0, 0, None
-        while True:
-            if n_lp >= self.max_lp:
-                msg = (f"cutting planes did not converge in max_lp={self.max_lp} LPs: certified "
-                       f"bound gap {ub - best_obj:.3e} > tol {self.tol:.1e} * (1 + |{ub:.6g}|)")
-                if self.strict:
-                    raise RuntimeError(msg)
-                warnings.warn(msg + "; returning the best policy found (its objective is "
-                              "within that gap of the optimum)", RuntimeWarning, stacklevel=3)
+        # LP 1 at u = 0 (in the unit ball): the plug-in vertex, and the bound max <v, theta_hat>.
+        pi0, ub = self._dual_bound(th)
+        d0 = occupancy(mdp, pi0).reshape(-1)
+        occ = np.stack([self.d_ref.reshape(-1), d0])        # candidate occupancies (m, H S A)
+        pts = np.column_stack([np.zeros(th.size), self._v(d0)])  # their v(d), (D, m)
+        lam = _master(pts, np.array([0.0, 1.0]), th, sz)
+        n_lp, obj = 1, _f(pts @ lam, th, sz)
+        u_best = np.zeros_like(th)  # dual point of the best bound so far (LP 1 priced u = 0)
+        while not self._converged(ub, obj):
+            x = pts @ lam
+            norm = np.linalg.norm(x)
+            at_tip = norm <= TIP_TOL * np.linalg.norm(pts, axis=0).max()
+            u_cur = _tip_direction(pts, th, sz) if at_tip else x / norm
+            g_cur = th - sz * u_cur
+            # Wentges smoothing: price first at a dual point between the best-bound one and
+            # u_cur (the dual of the master); if that vertex does not ascend from x (a
+            # mis-price), price at u_cur, whose vertex ascends unless the bound closes the gap.
+            tries = (u_cur,) if at_tip else (SMOOTHING * u_best + (1 - SMOOTHING) * u_cur, u_cur)
+            d_new = None
+            for u in tries:
+                if n_lp >= self.max_lp:
+                    break
+                pi_new, bound = self._dual_bound(th - sz * u)  # pricing LP: a certified bound
+                n_lp += 1
+                if bound < ub:
+                    ub, u_best = bound, u
+                d = occupancy(mdp, pi_new).reshape(-1)
+                if at_tip or (self._v(d) - x) @ g_cur > MISPRICE * (ub - obj):
+                    d_new = d
+                    break
+            if self._converged(ub, obj):
                 break
-            x, ub_lp = self._run_lp()
-            n_lp += 1
-            ub = min(ub, ub_lp)
-            v = self._v(x)
-            obj = float(v @ th - sz * np.linalg.norm(v))
-            if obj > best_obj:
-                best_obj, best_x = obj, x
-            if self._converged(ub, best_obj):
+            if d_new is None:
+                self._budget_exhausted(ub, obj)
                 break
-            cuts = [self._worst_theta(th, sz, x, v)]
-            face = x > POLISH_SUPPORT_TOL
-            if (sz > 0 and ub - best_obj <= POLISH_GAP * (1.0 + abs(ub))
-                    and (last_face is None or not np.array_equal(face, last_face))):
-                last_face = face
-                xp = self._polish(x, face, th, sz)
-                if True:
-                    # Exact objective of the polished point's policy, and the dual bound of
-                    # its worst-case theta: max_d <v(d), theta_c> >= (*) for any theta_c.
-                    dp = occupancy(mdp, extract_policy(xp.reshape(mdp.H, mdp.S, mdp.A)))
-                    vp = self._v(dp.reshape(-1))
-                    objp = float(vp @ th - sz * np.linalg.norm(vp))
-                    if objp > best_obj:
-                        best_obj, best_x = objp, dp.reshape(-1)
-                    cuts.append(self._worst_theta(th, sz, None, vp))
-                    ub = min(ub, self._dual_bound(cuts[-1])[1])
-                    if self._converged(ub, best_obj):
-                        break
-            for theta_c in cuts:
-                self._add_cut(theta_c)
-        best_d = best_x.reshape(mdp.H, mdp.S, mdp.A)
-        theta_worst = self._worst_theta(th, sz, best_x).reshape(mdp.d1, mdp.d2)
-        return extract_policy(best_d), best_obj, ub, n_lp, theta_worst
+            keep = (lam > 0) | at_tip  # at the tip all candidates span the cone K
+            occ = np.vstack([occ[keep], d_new])
+            pts = np.column_stack([pts[:, keep], self._v(d_new)])
+            lam = _master(pts, np.r_[lam[keep], 0.0], th, sz)
+            new_obj = _f(pts @ lam, th, sz)
+            if new_obj <= obj and not at_tip:
+                # Impossible in exact arithmetic (the new vertex is an ascent direction).
+                self._budget_exhausted(ub, obj, why="the restricted master stalled")
+                break
+            obj = max(obj, new_obj)
+        d = (lam @ occ).reshape(mdp.H, mdp.S, mdp.A)
+        pi = extract_policy(d)
+        v = self._v(occupancy(mdp, pi).reshape(-1))  # exact re-evaluation of the policy
+        theta_worst = self._worst_theta(th, sz, None, v).reshape(mdp.d1, mdp.d2)
+        return pi, _f(v, th, sz), ub, n_lp, theta_worst
+
+    def _budget_exhausted(self, ub: float, lb: float, why: str | None = None) -> None:
+        why = why or f"max_lp={self.max_lp} LPs were used"
+        msg = (f"pessimistic LP path did not converge ({why}): certified bound gap "
+               f"{ub - lb:.3e} > tol {self.tol:.1e} * (1 + |{ub:.6g}|)")
+        if self.strict:
+            raise RuntimeError(msg)
+        warnings.warn(msg + "; returning the best policy found (its objective is within that "
+                      "gap of the optimum)", RuntimeWarning, stacklevel=4)
 
     def _converged(self, ub: float, lb: float) -> bool:
         return ub - lb <= self.tol * (1.0 + abs(ub))
@@ -335,93 +271,6 @@ class PessimisticSolver:
         mdp = self.mdp
         pi, val = backward_induction(mdp, (self._phi @ theta_c).reshape(mdp.S, mdp.A))
         return pi, float(val - self._ref_feat @ theta_c)
-
-    def _polish(self, x: np.ndarray, face: np.ndarray, th, sz) -> np.ndarray:
-        """Primal active-set method for (*) started at the LP point x (flat, H S A).
-
-        Near convergence Kelley's cuts pin down the optimal face long before the point on it
-        (a smooth curved objective needs ever more cuts). On a face {d_j = 0, j not in F} (*)
-        is smooth, so Newton steps in the face's affine hull converge quadratically; a step
-        that would leave the face stops at its boundary and drops the variables that reach
-        zero; a Newton direction along which (*) is flat (e.g. radial in v) is followed to the
-        boundary. When the face optimum is not optimal overall, the backward-induction
-        maximiser of the linearisation (the Frank-Wolfe vertex) prices in the missing
-        state-actions and the face grows. The result only ever serves as a candidate point
-        (its exact objective) and a cut, so a bad polish costs time, never correctness.
-        """
-        F = np.flatnonzero(face)
-        xf = x[F].copy()
-        for _ in range(POLISH_ROUNDS):
-            F, xf = self._newton_on_faces(F, xf, th, sz)
-            full = np.zeros_like(x)
-            full[F] = xf
-            v = self._v(full)
-            theta_c = self._worst_theta(th, sz, None, v)
-            pi_dp, bound = self._dual_bound(theta_c)
-            obj = float(v @ th - sz * np.linalg.norm(v))
-            if self._converged(bound, obj):
-                break
-            grow = occupancy(self.mdp, pi_dp).reshape(-1) > POLISH_SUPPORT_TOL
-            new = np.setdiff1d(np.flatnonzero(grow), F)
-            if new.size == 0:
-                break
-            order = np.argsort(np.r_[F, new])
-            F, xf = np.r_[F, new][order], np.r_[xf, np.zeros(new.size)][order]
-        full = np.zeros_like(x)
-        full[F] = np.clip(xf, 0.0, None)
-        return full
-
-    def _newton_on_faces(self, F, xf, th, sz):
-        """Newton ascent of (*) on the face F, dropping variables that reach zero."""
-        for _ in range(POLISH_FACE_DROPS):
-            AF = self._flow_dense[:, F]
-            U, sv, Vt = np.linalg.svd(AF, full_matrices=True)
-            rank = int((sv > 1e-10 * sv[0]).sum())
-            N = Vt[rank:].T
-            xf = xf - Vt[:rank].T @ ((U[:, :rank].T @ (AF @ xf - self._rhs)) / sv[:rank])
-            if N.shape[1] == 0:
-                break
-            phiF = self._phi_h[F]
-            M = phiF.T @ N
-            blocked = None
-            for _ in range(POLISH_NEWTON_STEPS):
-                v = phiF.T @ xf - self._ref_feat
-                nv = np.linalg.norm(v)
-                if nv == 0.0:
-                    return F, xf
-                w = v / nv
-                g = M.T @ (th - sz * w)
-                Mw = M.T @ w
-                lam, Q = np.linalg.eigh((sz / nv) * (M.T @ M - np.outer(Mw, Mw)))
-                gq = Q.T @ g
-                curved = lam > 1e-10 * max(lam.max(initial=0.0), 1e-300)
-                z = np.where(curved, gq / np.where(curved, lam, 1.0), 0.0)
-                flat = ~curved & (np.abs(gq) > 1e-12 * (1.0 + np.linalg.norm(g)))
-                dx = N @ (Q @ z)
-                if flat.any():
-                    # (*) is linear along these directions: follow them (unit length in d,
-                    # longer than any feasible move since 0 <= d <= 1) to the face boundary.
-                    df = N @ (Q[:, flat] @ gq[flat])
-                    dx = dx + df * (2.0 * np.sqrt(F.size) / max(np.linalg.norm(df), 1e-300))
-                neg = dx < -1e-13 * np.abs(dx).max(initial=0.0)
-                alpha = 1.0
-                if flat.any() and not neg.any():
-                    return F, xf  # numerically unbounded face direction: leave it to the LP
-                if np.any(xf[neg] + dx[neg] < 0):
-                    ratios = -xf[neg] / dx[neg]
-                    alpha = float(ratios.min())
-                    blocked = np.flatnonzero(neg)[ratios <= alpha * (1 + 1e-9) + 1e-300]
-                xf = xf + alpha * dx
-                if blocked is not None:
-                    break
-                if np.linalg.norm(dx) <= 1e-14 * (1.0 + np.linalg.norm(xf)):
-                    break
-            if blocked is None:
-                break
-            keep = np.ones(F.size, dtype=bool)
-            keep[blocked] = False
-            F, xf = F[keep], np.clip(xf[keep], 0.0, None)
-        return F, xf
 
     def _v(self, x: np.ndarray) -> np.ndarray:
         """v(d) = Phi^T (d - d_ref) summed over steps, (D,), for a flat occupancy x (H S A,)."""
@@ -494,19 +343,115 @@ def _flow_constraints(mdp: TabularMDP) -> tuple[np.ndarray, np.ndarray]:
     """Dense flow equations (H S, H S A) and right-hand side (H S,) of the occupancy polytope.
 
     Row (h, s'): sum_a d_h(s', a) - sum_{s,a} P_{h-1}(s' | s, a) d_{h-1}(s, a) = rho(s') [h = 0].
-    Entries below SMALL_MATRIX_VALUE are dropped (HiGHS would ignore them with a warning; the
-    flow they carry is below 1e-12 per entry).
     """
     H, S, A = mdp.H, mdp.S, mdp.A
     flow = np.zeros((H, S, H, S, A))
     for h in range(H):
         flow[h, np.arange(S), h, np.arange(S), :] = 1.0
         if h > 0:
-            p = np.where(mdp.P[h - 1] < SMALL_MATRIX_VALUE, 0.0, mdp.P[h - 1])  # (S, A, S')
-            flow[h, :, h - 1] -= p.transpose(2, 0, 1)
+            flow[h, :, h - 1] -= mdp.P[h - 1].transpose(2, 0, 1)
     rhs = np.zeros(H * S)
     rhs[:S] = mdp.rho
     return flow.reshape(H * S, H * S * A), rhs
+
+
+def _f(v: np.ndarray, th: np.ndarray, sz: float) -> float:
+    """(*) as a function of v: <v, theta_hat> - sqrt(zeta) ||v||."""
+    return float(v @ th - sz * np.linalg.norm(v))
+
+
+def _master(pts: np.ndarray, lam: np.ndarray, th: np.ndarray, sz: float) -> np.ndarray:
+    """Restricted master: ascend (*) over conv(pts) from the weights lam, Wolfe-style.
+
+    pts (D, m) holds v(d_j) of the candidate occupancies, lam (m,) barycentric weights. On the
+    affine hull p_0 + span(Q) of the candidates, with a the component of p_0 orthogonal to
+    span(Q) and b = Q Q^T theta_hat / sqrt(zeta), (*) is <a, theta_hat> + sqrt(zeta)(<z, b> -
+    sqrt(||a||^2 + ||z||^2)) in z = Q Q^T x, so its maximiser is closed-form:
+    x_A = a + b ||a|| / sqrt(1 - ||b||^2) if ||b|| < 1; otherwise (*) increases without bound
+    along b. Move towards x_A (or along b); if a weight reaches zero first, drop that candidate
+    and repeat on the smaller hull (a minor cycle). (*) is concave and non-decreasing along
+    every such move, so the weights returned score at least as well as lam. Hulls come from
+    pivoted QR. If more than D + 1 candidates keep weight, Caratheodory steps remove the
+    redundant ones (null directions of [pts; 1], x unchanged).
+    """
+    lam = lam.astype(float).copy()
+    active = np.ones(lam.size, dtype=bool)
+    for _ in range(lam.size):
+        idx = np.flatnonzero(active)
+        if idx.size < 2:
+            break
+        x = pts @ lam
+        p0 = pts[:, idx[0]]
+        Q, R, perm = qr(pts[:, idx[1:]] - p0[:, None], mode="economic", pivoting=True)
+        diag = np.abs(np.diag(R))
+        rank = int((diag > RANK_TOL * max(diag[0], 1e-300)).sum())
+        if rank == 0:
+            break
+        U = Q[:, :rank]
+        tq = U.T @ th
+        if np.linalg.norm(tq) < sz * (1.0 - 1e-12):
+            a = p0 - U @ (U.T @ p0)
+            nb2 = float(tq @ tq) / sz**2
+            direction = a + (U @ tq / sz) * (np.linalg.norm(a) / np.sqrt(1.0 - nb2)) - x
+            t_max = 1.0
+        else:
+            direction, t_max = U @ tq, np.inf
+        # Basic solution of (hull directions) c = direction: dependent columns keep c = 0.
+        c = np.zeros(idx.size - 1)
+        c[perm[:rank]] = solve_triangular(R[:rank, :rank], U.T @ direction)
+        delta = np.zeros_like(lam)
+        delta[idx[1:]] = c
+        delta[idx[0]] = -c.sum()
+        neg = delta < -1e-14 * np.abs(delta).max(initial=0.0)
+        if not neg.any():
+            if np.isfinite(t_max):
+                lam += delta
+            break
+        ratios = lam[neg] / -delta[neg]
+        j = int(np.argmin(ratios))
+        if ratios[j] >= t_max:
+            lam += t_max * delta
+            break
+        lam += ratios[j] * delta
+        drop = np.flatnonzero(neg)[j]
+        lam[drop], active[drop] = 0.0, False
+        lam = np.clip(lam, 0.0, None)
+    lam = np.clip(lam, 0.0, None)
+    lam /= lam.sum()
+    return _caratheodory(pts, lam) if np.count_nonzero(lam) > pts.shape[0] + 1 else lam
+
+
+def _tip_direction(pts: np.ndarray, th: np.ndarray, sz: float) -> np.ndarray:
+    """Pricing direction u (||u|| <= 1) at v = 0, where (*) is not differentiable.
+
+    With p the projection of theta_hat onto the cone K generated by the candidates (NNLS),
+    theta_hat - p lies in K's polar cone (Moreau), so u = p / sqrt(zeta) prices every candidate
+    at <v_j, theta_hat - sqrt(zeta) u> <= 0: the pricing LP then either certifies v = 0 (value
+    ~0) or returns a vertex outside K, which strictly shrinks ||theta_hat - p||. ||p|| > sqrt(zeta)
+    would mean the master could still ascend from 0; u = p / ||p|| keeps u in the ball then.
+    """
+    from scipy.optimize import nnls
+
+    p = pts @ nnls(pts, th)[0]
+    return p / max(sz, np.linalg.norm(p), 1e-300)
+
+
+def _caratheodory(pts: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """Zero weights along null directions of [pts; 1] until the support is affinely independent."""
+    while True:
+        idx = np.flatnonzero(lam > 0)
+        M = np.vstack([pts[:, idx], np.ones(idx.size)])
+        if idx.size <= 1 or idx.size <= M.shape[0] and np.linalg.matrix_rank(M) == idx.size:
+            return lam
+        null = np.linalg.svd(M)[2][-1]
+        if null.max() <= 0:
+            null = -null
+        pos = null > 1e-14 * np.abs(null).max()
+        ratios = lam[idx][pos] / null[pos]
+        j = int(np.argmin(ratios))
+        lam[idx] = np.clip(lam[idx] - ratios[j] * null, 0.0, None)
+        lam[idx[np.flatnonzero(pos)[j]]] = 0.0
+        lam /= lam.sum()
 
 
 def _check_theta(mdp: TabularMDP, theta: np.ndarray) -> np.ndarray:
