@@ -7,7 +7,7 @@
   Np grows at fixed N, as N grows at fixed Np (each over a 10x range, so N*Np grows 10x) and as
   d1 grows; log-log exponents fitted by least squares.
 - ``policy``: time per user of ``PessimisticSolver.solve`` (Eq. 3.7) as S*A*H grows, the LP
-  (HiGHS cutting planes) and the cvxpy SOCP (Clarabel) paths on the same users, and the largest
+  (simplicial decomposition, backward-induction LPs) and the cvxpy SOCP (Clarabel) paths on the same users, and the largest
   objective difference between them.
 - ``sweep``: wall time of ``python -m sim.sweep --vary nu`` (the default grid) with --jobs 1
   and --jobs 2 (separate --out directories under /tmp).
