@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from sim.data import BEHAVIOURS
 from sim.truth import check_feasible
 
-RADII = ("calibrated", "theory")
+RADII = ("calibrated", "theory", "bootstrap")
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,11 @@ class SimConfig:
     feature_scale: float = 2.0
     """Scale of the features phi(s, a) (sets the signal-to-noise of the BT labels)."""
     radius: str = "calibrated"
-    """Confidence radius zeta of Eq. 3.6: 'calibrated' (data-driven) or 'theory' (Eq. B.1/C.3)."""
+    """Confidence radius zeta of Eq. 3.6: 'calibrated' (closed-form Fisher radius), 'bootstrap'
+    (parametric bootstrap with the energy-debiased second stage, 2 n_boot refits per method,
+    sim/bootstrap.py) or 'theory' (Eq. B.1/C.3). Coverage of each: docs/pessimism.md."""
+    n_boot: int = 50
+    """Bootstrap replicates per stage (used when radius == 'bootstrap'); at least 2."""
     zeta_c: float = 1.0
     """Constant c of the theory radius (used when radius == 'theory')."""
     init_scale: float = 0.0
@@ -58,7 +62,7 @@ class SimConfig:
     this size once pessimism binds, see docs/pessimism.md, hence not the sweep default)."""
 
     def __post_init__(self):
-        for name in ("N", "Np", "d1", "d2", "k", "S", "A", "H", "n_test"):
+        for name in ("N", "Np", "d1", "d2", "k", "S", "A", "H", "n_test", "n_boot"):
             v = getattr(self, name)
             if int(v) != v or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v}")
@@ -73,6 +77,8 @@ class SimConfig:
             raise ValueError(f"policy_solver must be 'lp' or 'socp', got {self.policy_solver!r}")
         if self.radius not in RADII:
             raise ValueError(f"radius must be one of {RADII}, got {self.radius!r}")
+        if self.n_boot < 2:
+            raise ValueError(f"n_boot must be at least 2, got {self.n_boot}")
         if self.feature_scale <= 0 or self.zeta_c <= 0 or self.init_scale < 0:
             raise ValueError("feature_scale and zeta_c must be positive, init_scale non-negative")
         check_feasible(self.N, self.d1, self.d2, self.k, self.nu, self.tail, self.B)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim import confidence, estimators, policy
+from sim import bootstrap, confidence, estimators, policy
 from sim.config import SimConfig
 from sim.data import behaviour_policy, check_identifiability, make_preferences
 from sim.mdp import random_mdp
@@ -62,7 +62,7 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
         t0 = time.perf_counter()
         est = estimators.fit(method, train, cfg.k, cfg.B, init=truth.init)
         fit_s = time.perf_counter() - t0
-        zeta = _radius(cfg, method, est, train, truth)
+        zeta = _radius(cfg, method, est, train, truth, seed)
         theta_hat = truth.init + est.delta
         t0 = time.perf_counter()
         gaps_p, gaps_v, pis, cert = [], [], [], []
@@ -92,13 +92,18 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
     return rows
 
 
-def _radius(cfg: SimConfig, method: str, est, train, truth) -> np.ndarray:
-    """Per-user zeta_i of Eq. 3.6 (array (N,))."""
+def _radius(cfg: SimConfig, method: str, est, train, truth, seed: int) -> np.ndarray:
+    """Per-user zeta_i of Eq. 3.6 (array (N,)); the bootstrap draws from its own stream of the
+    instance seed (sim.bootstrap.boot_seed)."""
     if cfg.radius == "theory":
         z = confidence.theory_radius(cfg.N, cfg.Np, cfg.nu, cfg.tail, cfg.d1, cfg.d2, cfg.k,
                                      min_bias=float(diversity.per_user_bias(truth.delta, cfg.k).min()),
                                      delta=cfg.delta, c=cfg.zeta_c)
         return np.full(cfg.N, float(z))
+    if cfg.radius == "bootstrap":
+        return bootstrap.bootstrap_radius(method, est, train, cfg.k, cfg.B, delta=cfg.delta,
+                                          init=truth.init, n_boot=cfg.n_boot,
+                                          seed=bootstrap.boot_seed(seed, method))
     return np.broadcast_to(
         confidence.calibrated_radius(method, est, train, cfg.k, cfg.B, delta=cfg.delta,
                                      init=truth.init), (cfg.N,)).astype(float)

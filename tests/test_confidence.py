@@ -111,3 +111,109 @@ def test_fisher_information_matches_a_direct_sum():
             p = expit(x @ theta[i].reshape(-1))
             direct += p * (1 - p) * np.outer(x, x)
         np.testing.assert_allclose(info[i], direct, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- parametric bootstrap (sim/bootstrap.py)
+
+
+def test_radius_from_errors_is_the_conformal_order_statistic():
+    from sim.bootstrap import radius_from_errors
+
+    errs = np.arange(1.0, 21.0)[:, None] * np.array([[0.01, 0.1]])  # 20 replicates, 2 users
+    # rank ceil(21 * 0.9) = 19: the 19th smallest of each column
+    np.testing.assert_allclose(radius_from_errors(errs, B=1.0, delta=0.1), [0.19, 1.9])
+    np.testing.assert_allclose(radius_from_errors(errs, B=0.5, delta=0.1), [0.19, 1.0])  # (2B)^2 cap
+    # rank ceil(6 * 0.9) = 6 > 5 replicates: no finite-sample guarantee below the cap
+    np.testing.assert_allclose(radius_from_errors(errs[:5], B=1.0, delta=0.1), [4.0, 4.0])
+
+
+def test_debiased_world_matches_the_energy_moment():
+    from sim.bootstrap import debiased_world
+
+    hat = np.zeros((3, 2, 1))
+    hat[0, 0, 0], hat[1, 1, 0] = 2.0, 0.5  # energies 4, 0.25, 0
+    errs = np.array([[0.5, 1.0, 0.1], [1.5, 1.0, 0.3]])  # mean squared errors 1, 1, 0.2
+    world = debiased_world(hat, errs)
+    np.testing.assert_allclose(np.sum(world**2, axis=(1, 2)), [3.0, 0.0, 0.0])
+    np.testing.assert_allclose(world[0] / np.linalg.norm(world[0]), hat[0] / 2.0)  # same direction
+
+
+def _boot_radius(seed, Np, method="shared", n_boot=20, debias=True, **kw):
+    from sim.bootstrap import bootstrap_radius
+
+    truth, data, k = _setup(seed, Np=Np, N=6, **kw)
+    est = estimators.fit(method, data, k, 1.0)
+    z = bootstrap_radius(method, est, data, k, 1.0, n_boot=n_boot, seed=seed, debias=debias)
+    return truth, est, z
+
+
+def test_bootstrap_radius_is_deterministic_and_seeded():
+    _, _, z1 = _boot_radius(3, 100, n_boot=4)
+    _, _, z2 = _boot_radius(3, 100, n_boot=4)
+    np.testing.assert_array_equal(z1, z2)
+    from sim.bootstrap import bootstrap_errors
+
+    truth, data, k = _setup(3, Np=100, N=6)
+    est = estimators.fit("full", data, k, 1.0)
+    e1 = bootstrap_errors("full", est, data, k, 1.0, n_boot=3, seed=0)
+    assert not np.array_equal(e1, bootstrap_errors("full", est, data, k, 1.0, n_boot=3, seed=1))
+    np.testing.assert_array_equal(e1, bootstrap_errors("full", est, data, k, 1.0, n_boot=3, seed=0))
+
+
+def test_bootstrap_radius_shrinks_like_one_over_np():
+    # Squared error ~ (dimension) / (Fisher information) ~ 1/Np: 4x the comparisons, ~1/4 the
+    # radius (averaged over users and two instances; tolerance for the finite n_boot and the
+    # non-asymptotic regime).
+    ratios = []
+    for seed in (0, 1):
+        _, _, z_small = _boot_radius(seed, 200, method="full", n_boot=20, debias=False)
+        _, _, z_big = _boot_radius(seed, 800, method="full", n_boot=20, debias=False)
+        ratios.append(z_big.mean() / z_small.mean())
+    assert 0.15 <= np.mean(ratios) <= 0.4, ratios
+
+
+def test_bootstrap_radius_bad_input():
+    from sim.bootstrap import bootstrap_errors, bootstrap_radius, radius_from_errors
+
+    truth, data, k = _setup(1, Np=30, N=4)
+    est = estimators.fit("full", data, k, 1.0)
+    with pytest.raises(ValueError, match="n_boot must be an integer >= 2"):
+        bootstrap_radius("full", est, data, k, 1.0, n_boot=1)
+    with pytest.raises(ValueError, match="n_boot must be an integer >= 2"):
+        bootstrap_errors("full", est, data, k, 1.0, n_boot=2.5)
+    with pytest.raises(ValueError, match=r"delta must lie in \(0, 1\)"):
+        bootstrap_radius("full", est, data, k, 1.0, delta=1.0)
+    with pytest.raises(ValueError, match=r"delta must lie in \(0, 1\)"):
+        radius_from_errors(np.ones((3, 2)), 1.0, delta=0.0)
+    with pytest.raises(ValueError, match="unknown method"):
+        bootstrap_radius("lora", est, data, k, 1.0)
+    with pytest.raises(ValueError, match="world must have shape"):
+        bootstrap_errors("full", est, data, k, 1.0, world=np.zeros((2, 2)))
+
+
+def test_pipeline_bootstrap_radius_matches_the_function():
+    from sim import bootstrap
+    from sim.config import SimConfig
+    from sim.pipeline import _radius, build_instance
+
+    cfg = SimConfig(N=4, d1=4, d2=1, k=1, S=4, A=3, H=3, Np=40, n_test=10, radius="bootstrap",
+                    n_boot=3)
+    _, truth, _, train, _ = build_instance(cfg, 5)
+    est = estimators.fit("shared", train, 1, 1.0, init=truth.init)
+    z = _radius(cfg, "shared", est, train, truth, 5)
+    direct = bootstrap.bootstrap_radius("shared", est, train, 1, 1.0, n_boot=3, init=truth.init,
+                                        seed=bootstrap.boot_seed(5, "shared"))
+    np.testing.assert_array_equal(z, direct)
+    with pytest.raises(ValueError, match="n_boot must be"):
+        SimConfig(n_boot=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["shared", "full"])
+def test_bootstrap_coverage_over_seeds(method):
+    """Requirement: coverage >= 1 - delta - 0.05 over many seeds (docs/pessimism.md)."""
+    covs = []
+    for seed in range(20):
+        truth, est, z = _boot_radius(200 + seed, 200, method=method, n_boot=20)
+        covs.append(confidence.coverage(truth.delta, est.delta, z))
+    assert np.mean(covs) >= 0.85, f"{method}: coverage {np.mean(covs):.3f}"
