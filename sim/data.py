@@ -15,7 +15,7 @@ from scipy.special import expit
 
 from sim.mdp import TabularMDP, backward_induction, sample_trajectories, trajectory_features
 
-BEHAVIOURS = ("uniform", "poor")
+BEHAVIOURS = ("uniform", "poor", "expert")
 
 
 @dataclass(frozen=True)
@@ -62,17 +62,21 @@ def behaviour_policy(mdp: TabularMDP, kind: str, rng: np.random.Generator,
     - "uniform": uniform over actions (good coverage of every policy);
     - "poor": eps-soft version of the policy that is optimal for -theta_mean, i.e. one that
       avoids what the users' average reward favours, so the optimal policies of most users are
-      covered only with probability ~eps / A per step (the regime where pessimism matters).
+      covered only with probability ~eps / A per step;
+    - "expert": eps-soft version of the policy that is optimal for +theta_mean: the data
+      concentrate near a good policy and cover the rest of the MDP only with probability
+      ~eps / A per step (single-policy coverage, the textbook regime of offline pessimism).
     """
     if kind == "uniform":
         return np.full((mdp.H, mdp.S, mdp.A), 1.0 / mdp.A)
-    if kind == "poor":
+    if kind in ("poor", "expert"):
         if theta_mean is None:
-            raise ValueError("behaviour 'poor' needs theta_mean (the users' average Theta*)")
+            raise ValueError(f"behaviour {kind!r} needs theta_mean (the users' average Theta*)")
         if not 0 < eps <= 1:
             raise ValueError(f"eps must lie in (0, 1], got {eps}")
-        worst, _ = backward_induction(mdp, -mdp.step_rewards(theta_mean))
-        return (1 - eps) * worst + eps / mdp.A
+        sign = -1.0 if kind == "poor" else 1.0
+        base, _ = backward_induction(mdp, sign * mdp.step_rewards(theta_mean))
+        return (1 - eps) * base + eps / mdp.A
     raise ValueError(f"unknown behaviour {kind!r}; expected one of {BEHAVIOURS}")
 
 

@@ -46,10 +46,12 @@ from sim.mdp import TabularMDP, backward_induction, check_policy, occupancy, val
 SOLVERS = ("lp", "socp")
 #: Occupancy mass below which a state counts as unreachable in policy extraction.
 UNREACHABLE_TOL = 1e-12
-#: Default LP budget per user: MAX_LP_PER_DIM (d1 d2 + 1) + 100 pricing LPs. By Caratheodory an
-#: optimum mixes at most d1 d2 + 1 vertices; beyond the budget the best policy is returned with
-#: its certified gap (a RuntimeWarning; strict=True raises instead). See docs/pessimism.md.
-MAX_LP_PER_DIM = 10
+#: Default LP budget per user: MAX_LP_PER_DIM (d1 d2 + 1) + MAX_LP_BASE pricing LPs. By
+#: Caratheodory an optimum mixes at most d1 d2 + 1 vertices; users with sqrt(zeta) within ~1%
+#: of ||P_W theta_hat|| (the kink) have needed up to ~16 (d1 d2 + 1) LPs. Beyond the budget the
+#: best policy is returned with its certified gap (a RuntimeWarning; strict=True raises).
+MAX_LP_PER_DIM = 20
+MAX_LP_BASE = 200
 #: ||v|| below TIP_TOL * (largest candidate ||v||) counts as the tip v = 0 of the cone in (*).
 TIP_TOL = 1e-12
 #: Weight of the best-bound dual point in the smoothed pricing point (Wentges smoothing).
@@ -152,7 +154,7 @@ class PessimisticSolver:
         # Feature of mu_ref: Phi^T d_ref summed over steps, (D,).
         self._ref_feat = self.d_ref.reshape(H, S * A).sum(0) @ self._phi
         self.strict = bool(strict)
-        self.max_lp = int(max_lp) if max_lp is not None else MAX_LP_PER_DIM * (D + 1) + 100
+        self.max_lp = int(max_lp) if max_lp is not None else MAX_LP_PER_DIM * (D + 1) + MAX_LP_BASE
         self._flow_dense, self._rhs = _flow_constraints(mdp)
         self._phi_h = np.tile(self._phi, (H, 1))
         # Orthogonal projector (D, D) onto W = Phi^T (null space of the flow equations), a
