@@ -9,7 +9,8 @@ R_i = {Theta_init_i + DeltaTheta_i : ||DeltaTheta_i - DeltaTheta_hat_i||_F^2 <= 
   Fisher information of the Bradley-Terry likelihood (Eq. 3.5) restricted to the tangent
   space of each method's parameter set, with the squared error's quantile from a
   moment-matched (Satterthwaite) scaled chi-square. Closed-form: no refits, no randomness.
-  Why this and not a bootstrap: docs/pessimism.md.
+  The refit-based alternative is the parametric bootstrap of sim/bootstrap.py; coverage of
+  both: docs/pessimism.md (``python -m sim.coverage``).
 - :func:`coverage`: fraction of users whose true DeltaTheta*_i lies in R_i.
 """
 

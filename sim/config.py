@@ -46,9 +46,9 @@ class SimConfig:
     """Scale of the features phi(s, a) (sets the signal-to-noise of the BT labels)."""
     radius: str = "calibrated"
     """Confidence radius zeta of Eq. 3.6: 'calibrated' (closed-form Fisher radius), 'bootstrap'
-    (parametric bootstrap with the energy-debiased second stage, 2 n_boot refits per method,
+    (parametric bootstrap, the larger radius of two worlds, 2 n_boot refits per method,
     sim/bootstrap.py) or 'theory' (Eq. B.1/C.3). Coverage of each: docs/pessimism.md."""
-    n_boot: int = 50
+    n_boot: int = 30
     """Bootstrap replicates per stage (used when radius == 'bootstrap'); at least 2."""
     zeta_c: float = 1.0
     """Constant c of the theory radius (used when radius == 'theory')."""

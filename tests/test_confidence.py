@@ -151,6 +151,10 @@ def test_bootstrap_radius_is_deterministic_and_seeded():
     _, _, z1 = _boot_radius(3, 100, n_boot=4)
     _, _, z2 = _boot_radius(3, 100, n_boot=4)
     np.testing.assert_array_equal(z1, z2)
+    # the default is the larger radius of the two worlds; stage 1 draws first from the same stream
+    _, _, z_max = _boot_radius(3, 100, n_boot=9)
+    _, _, z_plain = _boot_radius(3, 100, n_boot=9, debias=False)
+    assert np.all(z_plain < 4.0) and np.all(z_max >= z_plain)
     from sim.bootstrap import bootstrap_errors
 
     truth, data, k = _setup(3, Np=100, N=6)
