@@ -82,6 +82,11 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit status 2 (argparse would also print the usage)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _settings(text: str) -> list[tuple[int, str]]:
     out = []
     for item in text.split(","):
@@ -94,7 +99,7 @@ def _settings(text: str) -> list[tuple[int, str]]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sim.coverage", description=__doc__.split("\n\n")[0])
+    ap = _Parser(prog="python -m sim.coverage", description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=20, help="seeds 0..S-1 (default 20)")
     ap.add_argument("--settings", default=DEFAULT_SETTINGS, help="comma-separated Np:behaviour")
     ap.add_argument("--methods", default="shared,local,full,global", help="estimators")

@@ -221,3 +221,24 @@ def test_bootstrap_coverage_over_seeds(method):
         truth, est, z = _boot_radius(200 + seed, 200, method=method, n_boot=20)
         covs.append(confidence.coverage(truth.delta, est.delta, z))
     assert np.mean(covs) >= 0.85, f"{method}: coverage {np.mean(covs):.3f}"
+
+
+def test_coverage_cli(tmp_path, capsys):
+    import pandas as pd
+
+    from sim import coverage
+
+    assert coverage.main(["--settings", "100:bad", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Np:behaviour" in err
+    assert coverage.main(["--n-boot", "1", "--out", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit) as exc:
+        coverage.main(["--seeds", "many"])
+    assert exc.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+    assert coverage.main(["--seeds", "2", "--methods", "global", "--n-boot", "2",
+                          "--settings", "20:uniform", "--out", str(tmp_path)]) == 0
+    df = pd.read_csv(tmp_path / "coverage.csv")
+    assert len(df) == 2 * 4 and set(df["seed"]) == {0, 1} and (df["Np"] == 20).all()
+    assert set(df["radius_kind"]) == {"fisher", "boot_plain", "boot_debiased", "bootstrap"}
+    # n_boot = 2 < the rank ceil(3 * 0.9) = 3: the bootstrap radii are the (2B)^2 cap
+    assert (df.loc[df["radius_kind"] != "fisher", "zeta"] == 4.0).all()
