@@ -232,6 +232,7 @@ def test_coverage_cli(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Np:behaviour" in err
     assert coverage.main(["--n-boot", "1", "--out", str(tmp_path)]) == 2
+    assert "--n-boot must be at least 2" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         coverage.main(["--seeds", "many"])
     assert exc.value.code == 2 and capsys.readouterr().err.count("\n") == 1
