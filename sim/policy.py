@@ -205,7 +205,7 @@ class PessimisticSolver:
         th = theta_hat.reshape(-1)
         sz = float(np.sqrt(zeta))
         # LP 1 at u = 0 (in the unit ball): the plug-in vertex, and the bound max <v, theta_hat>.
-        pi0, ub = self._dual_bound(th)
+        pi0, ub = self._pricing_lp(th)
         d0 = occupancy(mdp, pi0).reshape(-1)
         occ = np.stack([self.d_ref.reshape(-1), d0])        # candidate occupancies (m, H S A)
         pts = np.column_stack([np.zeros(th.size), self._v(d0)])  # their v(d), (D, m)
@@ -233,7 +233,7 @@ class PessimisticSolver:
             for u in tries:
                 if n_lp >= self.max_lp:
                     break
-                pi_new, bound = self._dual_bound(th - sz * u)  # pricing LP: a certified bound
+                pi_new, bound = self._pricing_lp(th - sz * u)  # a certified bound
                 n_lp += 1
                 if bound < ub:
                     ub, u_best = bound, u
@@ -257,6 +257,9 @@ class PessimisticSolver:
                 break
             obj = max(obj, new_obj)
         d = (lam @ occ).reshape(mdp.H, mdp.S, mdp.A)
+        if not (np.all(np.isfinite(d)) and np.isfinite(ub) and np.isfinite(obj)):
+            raise RuntimeError("pessimistic LP path failed: non-finite occupancy or bound "
+                               f"(upper bound {ub}, objective {obj})")
         pi = extract_policy(d)
         v = self._v(occupancy(mdp, pi).reshape(-1))  # exact re-evaluation of the policy
         theta_worst = self._worst_theta(th, sz, None, v).reshape(mdp.d1, mdp.d2)
@@ -280,6 +283,13 @@ class PessimisticSolver:
         mdp = self.mdp
         pi, val = backward_induction(mdp, (self._phi @ theta_c).reshape(mdp.S, mdp.A))
         return pi, float(val - self._ref_feat @ theta_c)
+
+    def _pricing_lp(self, theta_c: np.ndarray) -> tuple[np.ndarray, float]:
+        """_dual_bound, refusing a non-finite answer (a failed LP must never pass silently)."""
+        pi, bound = self._dual_bound(theta_c)
+        if not np.isfinite(bound):
+            raise RuntimeError(f"pessimistic LP path failed: pricing LP value {bound}")
+        return pi, bound
 
     def _v(self, x: np.ndarray) -> np.ndarray:
         """v(d) = Phi^T (d - d_ref) summed over steps, (D,), for a flat occupancy x (H S A,)."""

@@ -165,6 +165,16 @@ def test_master_step_is_the_affine_hull_optimum():
         assert lam.min() >= 0 and lam.sum() == pytest.approx(1.0)
 
 
+def test_failed_lp_raises(solvers, monkeypatch):
+    # A pricing LP that returns garbage must raise, never yield a silently wrong policy.
+    mdp, mu, _, _ = solvers
+    lp = PessimisticSolver(mdp, mu, "lp")
+    monkeypatch.setattr(lp, "_dual_bound", lambda theta_c: (vanilla_policy(mdp, np.ones(
+        (mdp.d1, mdp.d2))), float("nan")))
+    with pytest.raises(RuntimeError, match="pricing LP value nan"):
+        lp.solve(np.ones((mdp.d1, mdp.d2)), 0.3)
+
+
 def test_nonconvergence_raises(solvers):
     mdp, mu, _, _ = solvers
     strict = PessimisticSolver(mdp, mu, "lp", max_lp=1, strict=True)
