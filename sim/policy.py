@@ -23,7 +23,7 @@ D = {d >= 0 : sum_a d_0(s, a) = rho(s); sum_a d_{h+1}(s', a) = sum_{s,a} P_h(s'|
   vertex (a deterministic policy) joins the candidate set and its value is a certified upper
   bound on (*) (weak duality: f(d) = min_{||u|| <= 1} <v(d), theta_hat - sqrt(zeta) u>). The
   restricted master, max of (*) over mixtures of the candidates (and of mu_ref), is solved in
-  closed form on affine hulls by :func:`_master`. Stop when upper bound - f <= tol (1 + |ub|);
+  closed form on affine hulls by sim/simplicial.py (master_step). Stop when upper bound - f <= tol (1 + |ub|);
   the optimum mixes at most d1 d2 + 1 vertices, and the mixture's occupancy gives the
   (stochastic) policy.
 - ``"socp"``: the exact cone program in cvxpy (Clarabel), compiled once with Parameters.
@@ -39,9 +39,9 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.linalg import qr, solve_triangular
 
 from sim.mdp import TabularMDP, backward_induction, check_policy, occupancy, value
+from sim.simplicial import master_step, objective, tip_step
 
 SOLVERS = ("lp", "socp")
 #: Occupancy mass below which a state counts as unreachable in policy extraction.
@@ -59,8 +59,6 @@ SMOOTHING = 0.5
 #: A smoothed pricing vertex counts as a mis-price unless it ascends from the master's point
 #: by at least this fraction of the current bound gap.
 MISPRICE = 0.01
-#: Relative singular-value cut-off for the affine hull of the master's vertices.
-RANK_TOL = 1e-10
 #: Clarabel tolerances: 1e-9 is the tightest at which it reliably reports "optimal" here
 #: (1e-10 gives "optimal_inaccurate" on some instances).
 CLARABEL_OPTIONS = {"tol_gap_abs": 1e-8, "tol_gap_rel": 1e-8, "tol_feas": 1e-8}
@@ -209,18 +207,18 @@ class PessimisticSolver:
         d0 = occupancy(mdp, pi0).reshape(-1)
         occ = np.stack([self.d_ref.reshape(-1), d0])        # candidate occupancies (m, H S A)
         pts = np.column_stack([np.zeros(th.size), self._v(d0)])  # their v(d), (D, m)
-        lam = _master(pts, np.array([0.0, 1.0]), th, sz)
-        n_lp, obj = 1, _f(pts @ lam, th, sz)
+        lam = master_step(pts, np.array([0.0, 1.0]), th, sz)
+        n_lp, obj = 1, objective(pts @ lam, th, sz)
         u_best = np.zeros_like(th)  # dual point of the best bound so far (LP 1 priced u = 0)
         while not self._converged(ub, obj):
             x = pts @ lam
             norm = np.linalg.norm(x)
             at_tip = norm <= TIP_TOL * np.linalg.norm(pts, axis=0).max()
             if at_tip:
-                stepped, u_cur = _at_tip(pts, lam, th, sz)
+                stepped, u_cur = tip_step(pts, lam, th, sz)
                 if stepped is not None:  # leave the tip inside conv(candidates), no LP needed
-                    lam = _master(pts, stepped, th, sz)
-                    obj = max(obj, _f(pts @ lam, th, sz))
+                    lam = master_step(pts, stepped, th, sz)
+                    obj = max(obj, objective(pts @ lam, th, sz))
                     continue
             else:
                 u_cur = x / norm
@@ -249,8 +247,8 @@ class PessimisticSolver:
             keep = (lam > 0) | at_tip  # at the tip all candidates span the cone K
             occ = np.vstack([occ[keep], d_new])
             pts = np.column_stack([pts[:, keep], self._v(d_new)])
-            lam = _master(pts, np.r_[lam[keep], 0.0], th, sz)
-            new_obj = _f(pts @ lam, th, sz)
+            lam = master_step(pts, np.r_[lam[keep], 0.0], th, sz)
+            new_obj = objective(pts @ lam, th, sz)
             if new_obj <= obj and not at_tip:
                 # Impossible in exact arithmetic (the new vertex is an ascent direction).
                 self._budget_exhausted(ub, obj, why="the restricted master stalled")
@@ -263,7 +261,7 @@ class PessimisticSolver:
         pi = extract_policy(d)
         v = self._v(occupancy(mdp, pi).reshape(-1))  # exact re-evaluation of the policy
         theta_worst = self._worst_theta(th, sz, None, v).reshape(mdp.d1, mdp.d2)
-        return pi, _f(v, th, sz), ub, n_lp, theta_worst
+        return pi, objective(v, th, sz), ub, n_lp, theta_worst
 
     def _budget_exhausted(self, ub: float, lb: float, why: str | None = None) -> None:
         why = why or f"max_lp={self.max_lp} LPs were used"
@@ -372,114 +370,6 @@ def _flow_constraints(mdp: TabularMDP) -> tuple[np.ndarray, np.ndarray]:
     rhs = np.zeros(H * S)
     rhs[:S] = mdp.rho
     return flow.reshape(H * S, H * S * A), rhs
-
-
-def _f(v: np.ndarray, th: np.ndarray, sz: float) -> float:
-    """(*) as a function of v: <v, theta_hat> - sqrt(zeta) ||v||."""
-    return float(v @ th - sz * np.linalg.norm(v))
-
-
-def _master(pts: np.ndarray, lam: np.ndarray, th: np.ndarray, sz: float) -> np.ndarray:
-    """Restricted master: ascend (*) over conv(pts) from the weights lam, Wolfe-style.
-
-    pts (D, m) holds v(d_j) of the candidate occupancies, lam (m,) barycentric weights. On the
-    affine hull p_0 + span(Q) of the candidates, with a the component of p_0 orthogonal to
-    span(Q) and b = Q Q^T theta_hat / sqrt(zeta), (*) is <a, theta_hat> + sqrt(zeta)(<z, b> -
-    sqrt(||a||^2 + ||z||^2)) in z = Q Q^T x, so its maximiser is closed-form:
-    x_A = a + b ||a|| / sqrt(1 - ||b||^2) if ||b|| < 1; otherwise (*) increases without bound
-    along b. Move towards x_A (or along b); if a weight reaches zero first, drop that candidate
-    and repeat on the smaller hull (a minor cycle). (*) is concave and non-decreasing along
-    every such move, so the weights returned score at least as well as lam. Hulls come from
-    pivoted QR. If more than D + 1 candidates keep weight, Caratheodory steps remove the
-    redundant ones (null directions of [pts; 1], x unchanged).
-    """
-    lam = lam.astype(float).copy()
-    active = np.ones(lam.size, dtype=bool)
-    for _ in range(lam.size):
-        idx = np.flatnonzero(active)
-        if idx.size < 2:
-            break
-        x = pts @ lam
-        p0 = pts[:, idx[0]]
-        Q, R, perm = qr(pts[:, idx[1:]] - p0[:, None], mode="economic", pivoting=True)
-        diag = np.abs(np.diag(R))
-        rank = int((diag > RANK_TOL * max(diag[0], 1e-300)).sum())
-        if rank == 0:
-            break
-        U = Q[:, :rank]
-        tq = U.T @ th
-        if np.linalg.norm(tq) < sz * (1.0 - 1e-12):
-            a = p0 - U @ (U.T @ p0)
-            nb2 = float(tq @ tq) / sz**2
-            direction = a + (U @ tq / sz) * (np.linalg.norm(a) / np.sqrt(1.0 - nb2)) - x
-            t_max = 1.0
-        else:
-            direction, t_max = U @ tq, np.inf
-        # Basic solution of (hull directions) c = direction: dependent columns keep c = 0.
-        c = np.zeros(idx.size - 1)
-        c[perm[:rank]] = solve_triangular(R[:rank, :rank], U.T @ direction)
-        delta = np.zeros_like(lam)
-        delta[idx[1:]] = c
-        delta[idx[0]] = -c.sum()
-        neg = delta < -1e-14 * np.abs(delta).max(initial=0.0)
-        if not neg.any():
-            if np.isfinite(t_max):
-                lam += delta
-            break
-        with np.errstate(over="ignore", divide="ignore"):
-            ratios = lam[neg] / -delta[neg]
-        j = int(np.argmin(ratios))
-        if ratios[j] >= t_max:
-            lam += t_max * delta
-            break
-        lam += ratios[j] * delta
-        drop = np.flatnonzero(neg)[j]
-        lam[drop], active[drop] = 0.0, False
-        lam = np.clip(lam, 0.0, None)
-    lam = np.clip(lam, 0.0, None)
-    lam /= lam.sum()
-    return _caratheodory(pts, lam) if np.count_nonzero(lam) > pts.shape[0] + 1 else lam
-
-
-def _at_tip(pts: np.ndarray, lam: np.ndarray, th: np.ndarray, sz: float):
-    """At v = 0 (the cone's tip, where (*) is not differentiable): a step or a pricing point.
-
-    With mu >= 0 the NNLS coefficients of theta_hat on the candidates and p = pts mu its
-    projection onto their cone K: if ||p|| > sqrt(zeta), (*) grows like t ||p|| (||p|| -
-    sqrt(zeta)) along v = t p, a feasible direction from v = 0 inside conv(pts); return the
-    weights after the longest such step. Otherwise theta_hat - p lies in K's polar cone
-    (Moreau), so u = p / sqrt(zeta) prices every candidate at <v_j, theta_hat - sqrt(zeta) u> <=
-    0: the pricing LP then either certifies v = 0 (value ~0) or returns a vertex outside K,
-    which strictly shrinks ||theta_hat - p||. Returns (new weights or None, u or None).
-    """
-    from scipy.optimize import nnls
-
-    mu = nnls(pts, th)[0]
-    p = pts @ mu
-    if np.linalg.norm(p) <= sz * (1.0 + 1e-12) or mu.sum() == 0:
-        return None, p / sz
-    delta = mu - mu.sum() * lam  # x(t) = t p; negative only where lam > 0
-    neg = delta < 0
-    t = float(np.min(lam[neg] / -delta[neg])) if neg.any() else 1.0 / mu.sum()
-    return np.clip(lam + t * delta, 0.0, None) / np.clip(lam + t * delta, 0.0, None).sum(), None
-
-
-def _caratheodory(pts: np.ndarray, lam: np.ndarray) -> np.ndarray:
-    """Zero weights along null directions of [pts; 1] until the support is affinely independent."""
-    while True:
-        idx = np.flatnonzero(lam > 0)
-        M = np.vstack([pts[:, idx], np.ones(idx.size)])
-        if idx.size <= 1 or idx.size <= M.shape[0] and np.linalg.matrix_rank(M) == idx.size:
-            return lam
-        null = np.linalg.svd(M)[2][-1]
-        if null.max() <= 0:
-            null = -null
-        pos = null > 1e-14 * np.abs(null).max()
-        ratios = lam[idx][pos] / null[pos]
-        j = int(np.argmin(ratios))
-        lam[idx] = np.clip(lam[idx] - ratios[j] * null, 0.0, None)
-        lam[idx[np.flatnonzero(pos)[j]]] = 0.0
-        lam /= lam.sum()
 
 
 def _check_theta(mdp: TabularMDP, theta: np.ndarray) -> np.ndarray:

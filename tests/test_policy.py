@@ -152,7 +152,8 @@ def test_pricing_lp_by_backward_induction_matches_highs(solvers):
 def test_master_step_is_the_affine_hull_optimum():
     # On the segment between two points v1, v2 (D = 2) the master must find the maximiser of
     # (*) on the segment; compare with a dense grid search.
-    from sim.policy import _f, _master
+    from sim.simplicial import master_step as _master
+    from sim.simplicial import objective as _f
 
     rng = np.random.default_rng(8)
     for _ in range(20):
