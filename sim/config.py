@@ -38,10 +38,11 @@ class SimConfig:
     delta: float = 0.1
     """Confidence level: radii target coverage 1 - delta; bounds hold w.p. 1 - delta."""
     behaviour: str = "uniform"
-    """Behaviour policies mu0 = mu1 = mu_ref: 'uniform' (good coverage) or 'poor' (an eps-soft
-    policy avoiding the users' average optimum, for the pessimism experiments)."""
+    """Behaviour policies mu0 = mu1 = mu_ref: 'uniform' (good coverage), 'poor' (an eps-soft
+    policy avoiding the users' average optimum) or 'expert' (an eps-soft version of the
+    average user's optimum); the last two are for the pessimism experiments."""
     eps: float = 0.2
-    """Exploration of the 'poor' behaviour policy (eps-soft)."""
+    """Exploration of the 'poor' and 'expert' behaviour policies (eps-soft)."""
     feature_scale: float = 2.0
     """Scale of the features phi(s, a) (sets the signal-to-noise of the BT labels)."""
     radius: str = "calibrated"
@@ -56,10 +57,10 @@ class SimConfig:
     """||Theta_init_i||_F (0: train from scratch, Appendix B)."""
     n_test: int = 200
     """Held-out comparisons per user for `acc_heldout`."""
-    policy_solver: str = "socp"
-    """Solver of Eq. 3.7: 'socp' (cvxpy + Clarabel, certified by backward induction) or 'lp'
-    (Kelley cutting planes on HiGHS; fails to converge within its budget for many users at
-    this size once pessimism binds, see docs/pessimism.md, hence not the sweep default)."""
+    policy_solver: str = "lp"
+    """Solver of Eq. 3.7: 'lp' (simplicial decomposition with backward-induction pricing LPs,
+    certified to 1e-9) or 'socp' (cvxpy + Clarabel, certified by backward induction); see
+    docs/pessimism.md."""
 
     def __post_init__(self):
         for name in ("N", "Np", "d1", "d2", "k", "S", "A", "H", "n_test", "n_boot"):
