@@ -1,6 +1,6 @@
 """Speed of the rank-constrained MLE of Eq. 3.5 over S^ShareLoRA (Eq. 3.4), measured side by side.
 
-``fit("shared")`` (exact batched W-steps + Newton on span(U), sim/estimators.py) against a plain
+``fit("shared")`` (exact batched W-steps + Newton on span(U), sim/lowrank.py) against a plain
 torch autograd + Adam baseline on the same factored objective DeltaTheta_i = U W_i with the
 same feasible set (after every Adam step: QR of U with R folded into W, then W_i projected onto
 the ball ||W_i||_F <= B) and the same spectral start. The baseline runs until its objective is

@@ -1,5 +1,6 @@
-"""Tests of sim/estimators.py: the MLEs of Eq. 3.5 over S, S^LoRA and S^ShareLoRA
-(Eq. 3.1, 3.3, 3.4), the global and nuclear-norm references, and their statistical behaviour."""
+"""Tests of sim/estimators.py and sim/lowrank.py: the MLEs of Eq. 3.5 over S, S^LoRA and
+S^ShareLoRA (Eq. 3.1, 3.3, 3.4), the global and nuclear-norm references, and their statistical
+behaviour."""
 
 import cvxpy as cp
 import numpy as np
