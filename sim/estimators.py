@@ -199,15 +199,6 @@ def _check_users(arr, data: PreferenceData, name: str) -> np.ndarray:
     return arr
 
 
-def _fw_gap_ball(grad: np.ndarray, v: np.ndarray, R: float) -> float:
-    """Sum over rows of the Frank-Wolfe gap g.v + R||g|| of a ball-constrained block."""
-    g2, v2 = grad.reshape(grad.shape[0], -1), v.reshape(v.shape[0], -1)
-    return float(np.sum(np.maximum(np.sum(g2 * v2, 1) + R * np.linalg.norm(g2, axis=1), 0)))
-
-
-# ---------------------------------------------------------------- convex: full and global
-
-
 def _fit_full(prob: _Problem, B: float, tol: float, max_iter: int):
     """Eq. 3.1: N independent ball-constrained logistic regressions, batched."""
     n, m, d1, d2 = prob.X.shape
