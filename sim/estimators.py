@@ -199,6 +199,9 @@ def _check_users(arr, data: PreferenceData, name: str) -> np.ndarray:
     return arr
 
 
+# ---------------------------------------------------------------- convex: full and global
+
+
 def _fit_full(prob: _Problem, B: float, tol: float, max_iter: int):
     """Eq. 3.1: N independent ball-constrained logistic regressions, batched."""
     n, m, d1, d2 = prob.X.shape
