@@ -37,9 +37,14 @@ quantile from few replicates widens zeta but does not lower the coverage (the co
 argument). Refits start cold, from the estimator's own initialisation, so the replicates
 reproduce the estimator exactly as it is used (``sim.estimators.fit`` has no warm start).
 
+Users with no more comparisons than free parameters in their DeltaTheta_i get (2B)^2 without
+resampling (:func:`underdetermined`: their comparisons are always separable, so the ball, not
+the likelihood, fixes the estimate; ``full`` and ``local`` at Np=20 in the default sweep).
+
 What neither stage can see: bias that a bootstrap world from the method's own model does not
 reproduce. ``global`` is misspecified against heterogeneous users (its bootstrap world has no
-heterogeneity) and is under-covered. Measured coverage, costs and the default: docs/pessimism.md.
+heterogeneity) and is under-covered. Measured coverage, costs and the default: docs/pessimism.md
+(``python -m sim.coverage``).
 """
 
 from __future__ import annotations
@@ -133,6 +138,58 @@ def radius_from_errors(errs: np.ndarray, B: float, delta: float = 0.1) -> np.nda
     return np.minimum(np.sort(errs, axis=0)[r - 1], cap)
 
 
+def underdetermined(method: str, data: PreferenceData, k: int) -> np.ndarray:
+    """(N,) bool: users with no more comparisons than free parameters in their DeltaTheta_i.
+
+    Free parameters: d1 d2 (``full``, ``nuclear``), k (d1 + d2 - k) (``local``, the rank-k
+    manifold), k d2 (``shared``, given the basis pooled over users), and for ``global`` d1 d2
+    against all M comparisons. n <= p feature differences in general position are linearly
+    independent, so every labelling is separable: the unconstrained MLE does not exist, the
+    ball (not the likelihood) fixes the estimate, and refits on relabelled data say nothing
+    about its error (measured: ``full``/``local`` at Np=20 < 36/26 under-cover, down to 0.12).
+    """
+    n, d1, d2 = data.n_users, data.x0.shape[1], data.x0.shape[2]
+    if method == "global":
+        return np.full(n, data.user.size <= d1 * d2)
+    dims = {"full": d1 * d2, "nuclear": d1 * d2,
+            "local": k * (d1 + d2 - k) if k < min(d1, d2) else d1 * d2,
+            "shared": k * d2 if k < d1 else d1 * d2}
+    if method not in dims:
+        raise ValueError(f"unknown method {method!r}; expected one of {estimators.METHODS}")
+    return data.sizes <= dims[method]
+
+
+def bootstrap_stages(method: str, est, data: PreferenceData, k: int, B: float,
+                     delta: float = 0.1, init: np.ndarray | None = None,
+                     n_boot: int = DEFAULT_N_BOOT, seed=0, debias: bool = True):
+    """Both stages' radii: (zeta_1, zeta_2, errs_1, errs_2), zeta (N,), errs (n_boot, N).
+
+    zeta_1 from the world of the estimate, zeta_2 from the energy-debiased world (None, with
+    errs_2, when ``debias`` is False); users flagged by :func:`underdetermined` get (2B)^2 in
+    both, and when every user is flagged no refit is run (errs None). Stage 1 draws first from
+    np.random.default_rng(seed), stage 2 continues the same stream.
+    """
+    if not 0 < delta < 1:  # checked before the refits
+        raise ValueError(f"delta must lie in (0, 1), got {delta}")
+    cap = 4.0 * B**2
+    flags = underdetermined(method, data, k)
+    if flags.all():
+        if isinstance(n_boot, bool) or int(n_boot) != n_boot or n_boot < 2:
+            raise ValueError(f"n_boot must be an integer >= 2, got {n_boot!r}")
+        full = np.full(data.n_users, cap)
+        return full, (full.copy() if debias else None), None, None
+    rng = np.random.default_rng(seed)
+    errs1 = bootstrap_errors(method, est, data, k, B, init=init, n_boot=n_boot, seed=rng)
+    z1 = np.where(flags, cap, radius_from_errors(errs1, B, delta))
+    if not debias:
+        return z1, None, errs1, None
+    world = debiased_world(est.delta, errs1)
+    errs2 = bootstrap_errors(method, est, data, k, B, init=init, n_boot=n_boot, seed=rng,
+                             world=world)
+    z2 = np.where(flags, cap, radius_from_errors(errs2, B, delta))
+    return z1, z2, errs1, errs2
+
+
 def bootstrap_radius(method: str, est, data: PreferenceData, k: int, B: float,
                      delta: float = 0.1, init: np.ndarray | None = None,
                      n_boot: int = DEFAULT_N_BOOT, seed=0, debias: bool = True) -> np.ndarray:
@@ -141,16 +198,9 @@ def bootstrap_radius(method: str, est, data: PreferenceData, k: int, B: float,
     debias=False: stage 1 only, the world whose truth is the estimate (n_boot refits).
     debias=True (default): also stage 2, the world with the energy-debiased truth of
     :func:`debiased_world` (2 n_boot refits), and zeta_i = the larger of the two worlds' radii.
+    Users with Np_i <= their free parameters (:func:`underdetermined`) get (2B)^2.
     Other arguments as in :func:`bootstrap_errors`.
     """
-    if not 0 < delta < 1:  # checked before the refits
-        raise ValueError(f"delta must lie in (0, 1), got {delta}")
-    rng = np.random.default_rng(seed)
-    errs = bootstrap_errors(method, est, data, k, B, init=init, n_boot=n_boot, seed=rng)
-    zeta = radius_from_errors(errs, B, delta)
-    if debias:
-        world = debiased_world(est.delta, errs)
-        errs2 = bootstrap_errors(method, est, data, k, B, init=init, n_boot=n_boot, seed=rng,
-                                 world=world)
-        zeta = np.maximum(zeta, radius_from_errors(errs2, B, delta))
-    return zeta
+    z1, z2, _, _ = bootstrap_stages(method, est, data, k, B, delta=delta, init=init,
+                                    n_boot=n_boot, seed=seed, debias=debias)
+    return z1 if z2 is None else np.maximum(z1, z2)

@@ -48,19 +48,14 @@ def run_seed(cfg: SimConfig, seed: int, methods) -> list[dict]:
         t0 = time.perf_counter()
         z_f = confidence.calibrated_radius(method, est, train, cfg.k, cfg.B, cfg.delta, truth.init)
         t1 = time.perf_counter()
-        rng = np.random.default_rng(bootstrap.boot_seed(seed, method))  # as bootstrap_radius
-        errs = bootstrap.bootstrap_errors(method, est, train, cfg.k, cfg.B, truth.init, cfg.n_boot,
-                                          seed=rng)
-        z_b = bootstrap.radius_from_errors(errs, cfg.B, cfg.delta)
-        t2 = time.perf_counter()
-        world = bootstrap.debiased_world(est.delta, errs)
-        errs2 = bootstrap.bootstrap_errors(method, est, train, cfg.k, cfg.B, truth.init, cfg.n_boot,
-                                           seed=rng, world=world)
-        z_d = bootstrap.radius_from_errors(errs2, cfg.B, cfg.delta)
+        z_b, z_d, errs, errs2 = bootstrap.bootstrap_stages(
+            method, est, train, cfg.k, cfg.B, cfg.delta, truth.init, cfg.n_boot,
+            seed=bootstrap.boot_seed(seed, method))  # exactly what bootstrap_radius computes
         t3 = time.perf_counter()
+        e1, e2 = (np.nan, np.nan) if errs is None else (errs.mean(), errs2.mean())
         for name, z, secs, boot_err in (("fisher", z_f, t1 - t0, np.nan),
-                                        ("boot_plain", z_b, t2 - t1, errs.mean()),
-                                        ("boot_debiased", z_d, t3 - t1, errs2.mean()),
+                                        ("boot_plain", z_b, np.nan, e1),
+                                        ("boot_debiased", z_d, np.nan, e2),
                                         ("bootstrap", np.maximum(z_b, z_d), t3 - t1, np.nan)):
             rows.append(dict(**cfg.as_dict(), seed=seed, method=method, radius_kind=name,
                              coverage=float(np.mean(err <= z)), zeta=float(z.mean()),

@@ -243,3 +243,28 @@ def test_coverage_cli(tmp_path, capsys):
     assert set(df["radius_kind"]) == {"fisher", "boot_plain", "boot_debiased", "bootstrap"}
     # n_boot = 2 < the rank ceil(3 * 0.9) = 3: the bootstrap radii are the (2B)^2 cap
     assert (df.loc[df["radius_kind"] != "fisher", "zeta"] == 4.0).all()
+
+
+def test_underdetermined_users_get_the_cap():
+    # n <= p feature differences are linearly independent: every labelling is separable, the
+    # ball fixes the estimate, and the bootstrap radius is the (2B)^2 cap for those users.
+    from sim.bootstrap import bootstrap_radius, underdetermined
+
+    truth, data, k = _setup(4, Np=8, N=4)  # d1 * d2 = 8 parameters per user
+    x = data.diff.reshape(-1, 8)
+    for i in range(4):
+        assert np.linalg.matrix_rank(x[data.user == i]) == 8  # Np_i = 8 independent rows
+    assert underdetermined("full", data, k).all()
+    assert not underdetermined("shared", data, k).any()  # k d2 = 2 < 8
+    assert not underdetermined("global", data, k).any()  # 32 comparisons pooled > 8
+    est = estimators.fit("full", data, k, 1.0)
+    np.testing.assert_array_equal(bootstrap_radius("full", est, data, k, 1.0), np.full(4, 4.0))
+    # a user with more comparisons than parameters gets a bootstrap radius below the cap
+    from sim.data import PreferenceData
+
+    more = _setup(4, Np=40, N=4)[1]  # same seed: same truth and MDP, 40 comparisons each
+    keep = (more.user != 0) & (np.arange(more.user.size) % 5 == 0) | (more.user == 0)
+    more = more.subset(keep)  # user 0: 40 comparisons, the others 8
+    assert isinstance(more, PreferenceData) and list(underdetermined("full", more, k)) == [0, 1, 1, 1]
+    z = bootstrap_radius("full", estimators.fit("full", more, k, 1.0), more, k, 1.0, n_boot=9)
+    assert z[0] < 4.0 and np.all(z[1:] == 4.0)
