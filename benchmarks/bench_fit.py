@@ -13,12 +13,12 @@ Both sides use one thread (fit limits BLAS itself; torch.set_num_threads(1)).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 import numpy as np
 
+from sim.cli import OneLineParser
 from sim.data import behaviour_policy, make_preferences
 from sim.estimators import _layout, _LowRank, fit
 from sim.mdp import random_mdp
@@ -79,7 +79,7 @@ def torch_adam(data, target: float, cap_s: float, lr: float = 0.02):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_fit", description=__doc__)
+    p = OneLineParser(prog="python -m benchmarks.bench_fit", description=__doc__)
     p.add_argument("--cap", type=float, default=60.0, help="wall-time cap of the baseline (s)")
     args = p.parse_args(argv)
     if not args.cap > 0:

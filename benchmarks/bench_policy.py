@@ -17,17 +17,17 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # tiny matrices: no BLAS threads
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from sim.cli import OneLineParser  # noqa: E402
 from sim.mdp import random_mdp  # noqa: E402
 from sim.policy import PessimisticSolver  # noqa: E402
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(description=__doc__.split("\n\n")[0])
     for name, default in (("S", 20), ("A", 5), ("H", 10), ("d1", 20), ("d2", 4), ("users", 50),
                           ("seed", 0)):
         ap.add_argument(f"--{name}", type=int, default=default)

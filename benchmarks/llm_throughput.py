@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sim.cli import OneLineParser
+
 N_USERS = 5  # Section 5: the top five labelers
 LORA_R, LORA_ALPHA = 32, 16.0  # Appendix D.2
 PAPER_PAIRS, PAPER_EPOCHS = 26_865, 3  # one method of the paper's table (Section 5)
@@ -397,7 +399,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.llm_throughput", description=__doc__.split("\n")[0])
+    p = OneLineParser(prog="python -m benchmarks.llm_throughput", description=__doc__.split("\n")[0])
     p.add_argument("--tiny", action="store_true", help="tiny configs on the CPU (automatic without CUDA)")
     p.add_argument("--out", default="results/bench/llm_throughput.csv", help="CSV written row by row")
     p.add_argument("--budget-s", type=float, default=420.0,

@@ -37,6 +37,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from sim.analysis import loglog_slope
+from sim.cli import OneLineParser
 from sim.config import SimConfig
 from sim.pipeline import build_instance
 
@@ -328,7 +329,7 @@ def run_parts(parts, mode: str, repeats: int, out: Path, tmp: Path, cap_s: float
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.sim_scaling",
+    p = OneLineParser(prog="python -m benchmarks.sim_scaling",
                                 description=__doc__.split("\n")[0])
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smaller grids, --quick sweeps")

@@ -7,13 +7,14 @@ under results/.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from sim.cli import OneLineParser
+
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m figures", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m figures", description=__doc__.splitlines()[0])
     p.add_argument("dirs", nargs="*", help="result directories (default: results/*)")
     args = p.parse_args(argv)
     dirs = [Path(d) for d in args.dirs] or sorted(d for d in Path("results").glob("*") if d.is_dir())

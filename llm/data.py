@@ -16,7 +16,6 @@ seeded shuffle; the same for validation (valid1 and valid2). On the real data th
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import Counter
@@ -25,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from sim.cli import OneLineParser
 
 HUB_CONFIG = "comparisons"
 # The hub repo's original form is a loading script; the auto-converted parquet branch is what
@@ -318,7 +319,7 @@ def _iter_hub(repo_id: str) -> Iterator[tuple[object, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m llm.data", description="Summarise the worker selection of a source."
     )
     parser.add_argument("--data", required=True, help="JSON-lines dir, save_to_disk dir or hub id")

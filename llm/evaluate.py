@@ -8,12 +8,13 @@ accuracy per method (Figure 1) and per labeler (Figure 2) of several run directo
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from sim.cli import OneLineParser
 
 METRICS_COLUMNS = (
     "method", "model", "labeler", "n_eval", "accuracy", "ties", "seed", "epochs", "lora_r",
@@ -144,7 +145,7 @@ def _fmt(v):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m llm.evaluate", description="Combine metrics.csv files into one table."
     )
     parser.add_argument("dirs", nargs="+", type=Path, help="run directories or metrics.csv files")

@@ -14,12 +14,13 @@ are ranked out) and a few CNN/DM rows without a post are included, as in the rea
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from sim.cli import OneLineParser
 
 TRAITS = ("length", "overlap", "casual", "question", "emotion")
 W_COMMON = np.array([0.0, 1.5, 0.0, 0.0, 0.0])
@@ -168,7 +169,7 @@ def write_dataset(out: Path, rows: list[dict], meta: dict) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m llm.synth",
         description="Write synthetic TL;DR comparisons (official JSON-lines schema).",
     )
@@ -177,7 +178,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=5, help="labelers kept by the loader")
     parser.add_argument("--train-per-worker", type=int, default=5373)
     parser.add_argument("--valid-per-worker", type=int, default=1238)
-    parser.error = _one_line_error(parser)
     args = parser.parse_args(argv)
     for name in ("workers", "train_per_worker", "valid_per_worker"):
         if getattr(args, name) < 1:
@@ -194,14 +194,6 @@ def main(argv: list[str] | None = None) -> int:
           f"top {args.workers} workers' expected validation accuracy: {bayes:.3f} with their "
           f"own reward (Bayes), {common:.3f} with the mean reward (best global)")
     return 0
-
-
-def _one_line_error(parser: argparse.ArgumentParser):
-    def error(message: str):
-        print(f"{parser.prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-    return error
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from llm.phases import (  # noqa: E402,F401  (re-exported: the trainer's public 
     phase_steps,
     plan_phases,
 )
+from sim.cli import OneLineParser  # noqa: E402
 
 # Test hook: stop (exit 3) after this many optimizer steps, as an interrupted run would.
 STOP_ENV = "LLM_TRAIN_STOP_AFTER_STEPS"
@@ -396,7 +397,7 @@ def _log(accel, msg: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python llm/train.py",
         description="Personalized TL;DR reward models with shared LoRA (Section 5, Appendix D).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -450,11 +451,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "shuffled pairs by length, chunk, shuffle the batches (seeded)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
 
-    def error(message: str):
-        print(f"{p.prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-    p.error = error
     return p
 
 

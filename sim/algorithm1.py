@@ -17,13 +17,13 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
 import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from sim import estimators  # noqa: E402
+from sim.cli import OneLineParser  # noqa: E402
 from sim.config import SimConfig  # noqa: E402
 from sim.data import BEHAVIOURS  # noqa: E402
 from sim.pipeline import run_instance  # noqa: E402
@@ -64,7 +64,7 @@ def _ci(x: np.ndarray) -> tuple[float, float, float]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=0, help="instance seed (SeedSequence)")
     ap.add_argument("--behaviour", choices=BEHAVIOURS, default="poor",
                     help="behaviour policy mu0 = mu1 = mu_ref")

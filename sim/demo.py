@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 
+from sim.cli import OneLineParser
 from sim.data import behaviour_policy, make_preferences
 from sim.estimators import METHODS, fit
 from sim.mdp import random_mdp
@@ -21,11 +22,6 @@ from theory.diversity import best_rank_k, nu, principal_angle_distance, tail
 S, A, H = 20, 5, 10
 D1, D2, K = 20, 4, 3
 NU, TAIL, B = 0.15, 0.05, 1.0
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit status 2 (argparse would also print the usage)
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _int_at_least(minimum: int, what: str):
@@ -54,7 +50,7 @@ def _methods(raw: str) -> list[str]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = _Parser(prog="python -m sim.demo", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m sim.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=_seed, default=0, help="seed of the instance (default 0)")
     p.add_argument("--Np", type=_positive_int, default=100,
                    help="comparisons per user (default 100)")

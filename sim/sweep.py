@@ -20,6 +20,7 @@ from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from sim.cli import OneLineParser
 from sim.config import SimConfig
 
 VARY = ("nu", "tail", "Np", "N", "k", "d1")
@@ -44,13 +45,8 @@ class SweepError(ValueError):
     """Bad command-line input: reported as one line with exit status 2."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit status 2 (argparse would also print the usage)
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def parse_args(argv=None) -> argparse.Namespace:
-    p = _Parser(
+    p = OneLineParser(
         prog="python -m sim.sweep",
         description="Sweep one parameter of the simulated P-ShareLoRA pipeline (Algorithm 1) "
                     "over seeds, fit log-log slopes, compare with the paper's bounds, draw figures.")
