@@ -27,7 +27,7 @@ from sim.policy import PessimisticSolver  # noqa: E402
 
 
 def main(argv=None) -> None:
-    ap = OneLineParser(description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(prog="python -m benchmarks.bench_policy", description=__doc__.split("\n\n")[0])
     for name, default in (("S", 20), ("A", 5), ("H", 10), ("d1", 20), ("d2", 4), ("users", 50),
                           ("seed", 0)):
         ap.add_argument(f"--{name}", type=int, default=default)

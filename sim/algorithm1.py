@@ -64,7 +64,7 @@ def _ci(x: np.ndarray) -> tuple[float, float, float]:
 
 
 def main(argv=None) -> int:
-    ap = OneLineParser(description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(prog="python -m sim.algorithm1", description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=0, help="instance seed (SeedSequence)")
     ap.add_argument("--behaviour", choices=BEHAVIOURS, default="poor",
                     help="behaviour policy mu0 = mu1 = mu_ref")
