@@ -18,7 +18,6 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -29,6 +28,7 @@ from scipy import stats  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from sim import bootstrap, confidence, estimators  # noqa: E402
+from sim.cli import OneLineParser  # noqa: E402
 from sim.config import SimConfig  # noqa: E402
 from sim.data import BEHAVIOURS  # noqa: E402
 from sim.pipeline import build_instance  # noqa: E402
@@ -77,11 +77,6 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit status 2 (argparse would also print the usage)
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _settings(text: str) -> list[tuple[int, str]]:
     out = []
     for item in text.split(","):
@@ -94,7 +89,7 @@ def _settings(text: str) -> list[tuple[int, str]]:
 
 
 def main(argv=None) -> int:
-    ap = _Parser(prog="python -m sim.coverage", description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(prog="python -m sim.coverage", description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=20, help="seeds 0..S-1 (default 20)")
     ap.add_argument("--settings", default=DEFAULT_SETTINGS, help="comma-separated Np:behaviour")
     ap.add_argument("--methods", default="shared,local,full,global", help="estimators")
