@@ -146,7 +146,7 @@ def underdetermined(method: str, data: PreferenceData, k: int) -> np.ndarray:
     against all M comparisons. n <= p feature differences in general position are linearly
     independent, so every labelling is separable: the unconstrained MLE does not exist, the
     ball (not the likelihood) fixes the estimate, and refits on relabelled data say nothing
-    about its error (measured: ``full``/``local`` at Np=20 < 36/26 under-cover, down to 0.12).
+    about its error (measured without this rule: ``full`` at Np=20 <= 36 covered 0.20-0.50).
     """
     n, d1, d2 = data.n_users, data.x0.shape[1], data.x0.shape[2]
     if method == "global":
