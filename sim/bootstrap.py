@@ -55,6 +55,7 @@ import numpy as np
 from scipy.special import expit
 
 from sim import estimators
+from sim.confidence import check_estimate
 from sim.data import PreferenceData
 
 #: Replicates per stage unless told otherwise (zeta_i = the 28th smallest of 30 at delta = 0.1).
@@ -85,16 +86,8 @@ def bootstrap_errors(method: str, est, data: PreferenceData, k: int, B: float,
         raise ValueError(f"unknown method {method!r}; expected one of {estimators.METHODS}")
     if isinstance(n_boot, bool) or int(n_boot) != n_boot or n_boot < 2:
         raise ValueError(f"n_boot must be an integer >= 2, got {n_boot!r}")
-    if not B > 0:
-        raise ValueError(f"B must be positive, got {B}")
-    delta_hat = np.asarray(est.delta, dtype=float)
-    n, d1, d2 = delta_hat.shape
-    if data.n_users != n or data.x0.shape[1:] != (d1, d2):
-        raise ValueError(f"estimate has shape {delta_hat.shape} but data has {data.n_users} "
-                         f"users with features {data.x0.shape[1:]}")
-    for name, arr in (("init", init), ("world", world)):
-        if arr is not None and np.shape(arr) != delta_hat.shape:
-            raise ValueError(f"{name} must have shape {delta_hat.shape}, got {np.shape(arr)}")
+    delta_hat = check_estimate(est, data, B, init=init, world=world)
+    n = delta_hat.shape[0]
     centre = delta_hat if world is None else np.asarray(world, dtype=float)
     theta = centre if init is None else np.asarray(init, dtype=float) + centre
     p = expit(np.einsum("mde,mde->m", data.diff, theta[data.user]))

@@ -84,15 +84,8 @@ def calibrated_radius(method: str, est, data: PreferenceData, k: int, B: float,
         raise ValueError(f"unknown method {method!r}; expected one of {CALIBRATED_METHODS}")
     if not 0 < delta < 1:
         raise ValueError(f"delta must lie in (0, 1), got {delta}")
-    if not B > 0:
-        raise ValueError(f"B must be positive, got {B}")
-    delta_hat = np.asarray(est.delta, dtype=float)
+    delta_hat = check_estimate(est, data, B, init=init)
     n, d1, d2 = delta_hat.shape
-    if data.n_users != n or data.x0.shape[1:] != (d1, d2):
-        raise ValueError(f"estimate has shape {delta_hat.shape} but data has {data.n_users} "
-                         f"users with features {data.x0.shape[1:]}")
-    if init is not None and np.shape(init) != delta_hat.shape:
-        raise ValueError(f"init must have shape {delta_hat.shape}, got {np.shape(init)}")
     theta = delta_hat if init is None else np.asarray(init, dtype=float) + delta_hat
     info = fisher_information(theta, data)
     D = d1 * d2
@@ -132,6 +125,22 @@ def _basis_error_cov(delta_hat: np.ndarray, basis: np.ndarray, info: np.ndarray)
     J = np.einsum("ndp,nde,neq->pq", G, info, G)
     Jinv = np.linalg.pinv(J, rcond=1e-10, hermitian=True)
     return np.einsum("ndp,pq,neq->nde", G, Jinv, G)
+
+
+def check_estimate(est, data: PreferenceData, B: float, **same_shape) -> np.ndarray:
+    """est.delta (N, d1, d2) as floats, after checking it against data, B > 0 and the shapes of
+    the optional (N, d1, d2) arrays in same_shape (None skips one); ValueError otherwise."""
+    if not B > 0:
+        raise ValueError(f"B must be positive, got {B}")
+    delta_hat = np.asarray(est.delta, dtype=float)
+    n, d1, d2 = delta_hat.shape
+    if data.n_users != n or data.x0.shape[1:] != (d1, d2):
+        raise ValueError(f"estimate has shape {delta_hat.shape} but data has {data.n_users} "
+                         f"users with features {data.x0.shape[1:]}")
+    for name, arr in same_shape.items():
+        if arr is not None and np.shape(arr) != delta_hat.shape:
+            raise ValueError(f"{name} must have shape {delta_hat.shape}, got {np.shape(arr)}")
+    return delta_hat
 
 
 def fisher_information(theta: np.ndarray, data: PreferenceData) -> np.ndarray:
