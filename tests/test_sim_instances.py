@@ -135,5 +135,13 @@ def test_poor_behaviour_avoids_the_mean_optimum():
     poor = simdata.behaviour_policy(mdp, "poor", rng, theta_mean=theta, eps=0.1)
     uni = simdata.behaviour_policy(mdp, "uniform", rng)
     assert value(mdp, poor, theta) < value(mdp, uni, theta)
+    # expert: eps-soft around the mean optimum, so within eps of the optimal value scale.
+    expert = simdata.behaviour_policy(mdp, "expert", rng, theta_mean=theta, eps=0.1)
+    best = value(mdp, backward_induction(mdp, mdp.step_rewards(theta))[0], theta)
+    assert value(mdp, uni, theta) < value(mdp, expert, theta) <= best + 1e-12
+    np.testing.assert_allclose(expert.sum(-1), 1.0)
+    assert expert.min() == pytest.approx(0.1 / mdp.A)
+    with pytest.raises(ValueError, match="needs theta_mean"):
+        simdata.behaviour_policy(mdp, "expert", rng)
     with pytest.raises(ValueError, match="unknown behaviour"):
         simdata.behaviour_policy(mdp, "greedy", rng)
