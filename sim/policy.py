@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -152,6 +152,7 @@ class PessimisticSolver:
         # Feature of mu_ref: Phi^T d_ref summed over steps, (D,).
         self._ref_feat = self.d_ref.reshape(H, S * A).sum(0) @ self._phi
         self.strict = bool(strict)
+        self._last = None  # (key, PolicyResult) of the previous solve
         self.max_lp = int(max_lp) if max_lp is not None else MAX_LP_PER_DIM * (D + 1) + MAX_LP_BASE
         self._flow_dense, self._rhs = _flow_constraints(mdp)
         self._phi_h = np.tile(self._phi, (H, 1))
@@ -171,6 +172,16 @@ class PessimisticSolver:
         theta_hat = _check_theta(self.mdp, theta_hat)
         zeta = _check_zeta(zeta)
         start = time.perf_counter()
+        key = (theta_hat.tobytes(), zeta)
+        if self._last is not None and self._last[0] == key:
+            # Users with the same estimate and radius (every user of `global`) share one solve.
+            res = self._last[1]
+            return replace(res, pi=res.pi.copy(), seconds=time.perf_counter() - start)
+        res = self._solve(theta_hat, zeta, start)
+        self._last = (key, res)
+        return replace(res, pi=res.pi.copy())
+
+    def _solve(self, theta_hat: np.ndarray, zeta: float, start: float) -> PolicyResult:
         if zeta > 0 and np.linalg.norm(self._span_proj @ theta_hat.reshape(-1)) <= np.sqrt(zeta):
             # Exact certificate that (*) = 0 at d_ref: v(d) lies in span W for every d, so
             # <v, theta_hat> = <v, P_W theta_hat> <= ||P_W theta_hat|| ||v|| <= sqrt(zeta) ||v||.

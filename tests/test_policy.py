@@ -93,6 +93,17 @@ def test_model_reused_across_users(solvers):
     assert lp.solve(th, 0.1).objective == pytest.approx(first, rel=1e-9)
 
 
+def test_repeated_input_is_served_from_the_previous_solve(solvers):
+    mdp, mu, lp, _ = solvers
+    th = np.random.default_rng(9).normal(size=(mdp.d1, mdp.d2))
+    a = lp.solve(th, 0.2)
+    a.pi[:] = 0.0  # callers own their copy
+    b = lp.solve(th.copy(), 0.2)
+    c = PessimisticSolver(mdp, mu, "lp").solve(th, 0.2)
+    assert b.objective == c.objective and b.n_lp == c.n_lp
+    np.testing.assert_array_equal(b.pi, c.pi)
+
+
 def test_value_gap_zero_for_optimal_and_positive_otherwise():
     mdp, mu, rng = _instance(5)
     th = rng.normal(size=(mdp.d1, mdp.d2))
