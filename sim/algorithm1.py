@@ -2,7 +2,7 @@
 (Eq. 3.6) -> pessimistic policies (Eq. 3.7) -> exact value gaps (Theorem 4.2's left side).
 
     python -m sim.algorithm1 [--seed S] [--behaviour uniform|poor] [--Np N] [--methods ...]
-    python -m sim.algorithm1 --study [--seeds 20] [--Np 20]
+    python -m sim.algorithm1 --study [--seeds 20] [--Np 20] [--out DIR]
 
 The reference policy is mu_ref = mu1, the behaviour policy of the second trajectory in each
 comparison (here mu0 = mu1): Eq. 3.7 then measures improvement over what the data covers, so
@@ -18,9 +18,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
 
 from sim import estimators  # noqa: E402
 from sim.cli import OneLineParser  # noqa: E402
@@ -34,16 +37,23 @@ def run(cfg: SimConfig, seed: int, methods=("shared", "local", "full", "global")
     return run_instance(cfg, seed, methods)
 
 
-def study(cfg: SimConfig, seeds: int, methods=("shared",)) -> list[dict]:
-    """Pessimism vs plug-in over seeds 0..seeds-1, for both behaviours: mean gaps with 95% CIs.
+def study(cfg: SimConfig, seeds: int, methods=("shared",), runs: list | None = None) -> list[dict]:
+    """Pessimism vs plug-in over seeds 0..seeds-1, for every behaviour: mean gaps with 95% CIs.
 
     Returns one summary row per (behaviour, method): mean gap_pess / gap_vanilla, their t
     intervals over seeds, and the paired difference gap_pess - gap_vanilla with its interval.
+    The per-seed runs.csv-style rows (full config and seed) are appended to ``runs`` if given.
     """
     out = []
+    bar = tqdm(total=len(BEHAVIOURS) * seeds, desc="pessimism study", unit="run")
     for behaviour in BEHAVIOURS:
         c = cfg.with_(behaviour=behaviour)
-        rows = [r for s in range(seeds) for r in run(c, s, methods)]
+        rows = []
+        for s in range(seeds):
+            rows += run(c, s, methods)
+            bar.update()
+        if runs is not None:
+            runs += rows
         for method in methods:
             sel = [r for r in rows if r["method"] == method]
             p = np.array([r["gap_pess"] for r in sel])
@@ -52,6 +62,24 @@ def study(cfg: SimConfig, seeds: int, methods=("shared",)) -> list[dict]:
                             gap_pess=_ci(p), gap_vanilla=_ci(v), diff=_ci(p - v),
                             coverage=float(np.mean([r["coverage"] for r in sel]))))
     return out
+
+
+def _flat(row: dict) -> dict:
+    """Summary row with each (mean, low, high) triple as three columns."""
+    out = {}
+    for key, val in row.items():
+        if isinstance(val, tuple):
+            out.update({key: val[0], f"{key}_low": val[1], f"{key}_high": val[2]})
+        else:
+            out[key] = val
+    return out
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
+    """Atomic: an interrupted write never leaves a truncated file."""
+    tmp = path.with_suffix(".tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
 
 
 def _ci(x: np.ndarray) -> tuple[float, float, float]:
@@ -76,12 +104,17 @@ def main(argv=None) -> int:
     ap.add_argument("--study", action="store_true",
                     help="pessimism vs plug-in over seeds, both behaviours, with 95%% CIs")
     ap.add_argument("--seeds", type=int, default=20, help="seeds of the study")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="with --study: write DIR/runs.csv (one row per behaviour, seed and "
+                         "method, full config) and DIR/study.csv (the summary table)")
     args = ap.parse_args(argv)
     methods = tuple((args.methods or ("shared" if args.study else "shared,local,full,global"))
                     .split(","))
     bad = [m for m in methods if m not in estimators.METHODS]
     if bad:
         ap.error(f"unknown method(s) {bad}; expected some of {estimators.METHODS}")
+    if args.out is not None and not args.study:
+        ap.error("--out needs --study (the single-instance demo only prints)")
     if args.seeds < 2:
         ap.error(f"--seeds must be at least 2, got {args.seeds}")
     np_ = args.Np if args.Np is not None else (20 if args.study else 100)
@@ -92,8 +125,15 @@ def main(argv=None) -> int:
     except ValueError as e:
         ap.error(str(e))
     if args.study:
+        runs: list[dict] = []
+        summary = study(cfg, args.seeds, methods, runs)
+        if args.out is not None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            _write_csv(pd.DataFrame(runs), args.out / "runs.csv")
+            _write_csv(pd.DataFrame([_flat(r) for r in summary]), args.out / "study.csv")
+            print(f"wrote {args.out / 'runs.csv'} ({len(runs)} rows) and study.csv")
         print(f"study: Np={np_}, seeds 0..{args.seeds - 1}, mean gap [95% CI] over seeds")
-        for r in study(cfg, args.seeds, methods):
+        for r in summary:
             f = "{0:.4f} [{1:.4f}, {2:.4f}]".format
             print(f"{r['behaviour']:8s} {r['method']:8s} gap_pess {f(*r['gap_pess'])}  "
                   f"gap_vanilla {f(*r['gap_vanilla'])}  pess-van {f(*r['diff'])}  "

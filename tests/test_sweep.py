@@ -99,6 +99,28 @@ def test_algorithm1_demo_prints_every_method():
     assert bad.returncode == 2
 
 
+def test_algorithm1_study_writes_tidy_csvs(tmp_path):
+    import pandas as pd
+
+    from sim.data import BEHAVIOURS
+
+    r = subprocess.run([sys.executable, "-m", "sim.algorithm1", "--study", "--seeds", "2",
+                        "--Np", "20", "--out", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    summary = pd.read_csv(tmp_path / "study.csv")
+    assert len(runs) == 2 * len(BEHAVIOURS) and set(runs.behaviour) == set(BEHAVIOURS)
+    assert {"seed", "Np", "radius", "policy_solver", "gap_pess", "gap_vanilla"} <= set(runs.columns)
+    assert (runs.gap_pess >= 0).all() and (runs.gap_vanilla >= 0).all()
+    for _, row in summary.iterrows():  # the summary is the mean of the per-seed rows
+        sel = runs[runs.behaviour == row.behaviour]
+        assert row["diff"] == pytest.approx((sel.gap_pess - sel.gap_vanilla).mean())
+    bad = subprocess.run([sys.executable, "-m", "sim.algorithm1", "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
 def test_theory_radius_run_uses_eq_b1():
     from sim import confidence
     from sim.config import SimConfig
