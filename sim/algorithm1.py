@@ -27,7 +27,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from sim import estimators  # noqa: E402
 from sim.cli import OneLineParser  # noqa: E402
-from sim.config import SimConfig  # noqa: E402
+from sim.config import RADII, SimConfig  # noqa: E402
 from sim.data import BEHAVIOURS  # noqa: E402
 from sim.pipeline import run_instance  # noqa: E402
 
@@ -104,6 +104,10 @@ def main(argv=None) -> int:
     ap.add_argument("--study", action="store_true",
                     help="pessimism vs plug-in over seeds, both behaviours, with 95%% CIs")
     ap.add_argument("--seeds", type=int, default=20, help="seeds of the study")
+    ap.add_argument("--radius", choices=RADII, default="calibrated",
+                    help="confidence radius of Eq. 3.6 (SimConfig.radius)")
+    ap.add_argument("--zeta-c", type=float, default=1.0,
+                    help="constant c of the theory radius (with --radius theory)")
     ap.add_argument("--out", type=Path, default=None,
                     help="with --study: write DIR/runs.csv (one row per behaviour, seed and "
                          "method, full config) and DIR/study.csv (the summary table)")
@@ -121,7 +125,7 @@ def main(argv=None) -> int:
     if np_ < 1:
         ap.error(f"--Np must be positive, got {np_}")
     try:
-        cfg = SimConfig(Np=np_, behaviour=args.behaviour)
+        cfg = SimConfig(Np=np_, behaviour=args.behaviour, radius=args.radius, zeta_c=args.zeta_c)
     except ValueError as e:
         ap.error(str(e))
     if args.study:
