@@ -162,36 +162,65 @@ class PessimisticSolver:
         null = vt[int((sv > 1e-10 * sv[0]).sum()):].T
         u, sw, _ = np.linalg.svd(self._phi_h.T @ null, full_matrices=False)
         basis = u[:, sw > 1e-10 * max(sw.max(initial=0.0), 1e-300)]
+        self._span_basis = basis
         self._span_proj = basis @ basis.T
         if solver == "socp":
             self._build_socp()
 
     # ------------------------------------------------------------------ public
-    def solve(self, theta_hat: np.ndarray, zeta: float) -> PolicyResult:
-        """Pessimistic policy for theta_hat (d1, d2) = Theta_init_i + DeltaTheta_hat_i, radius zeta."""
+    def solve(self, theta_hat: np.ndarray, zeta: float, metric: np.ndarray | None = None
+              ) -> PolicyResult:
+        """Pessimistic policy for theta_hat (d1, d2) = Theta_init_i + DeltaTheta_hat_i, radius zeta.
+
+        metric: None for the Frobenius ball of Eq. 3.6, or a symmetric positive definite
+        (d1 d2, d1 d2) matrix M for the ellipsoid (theta - theta_hat)^T M (theta - theta_hat) <=
+        zeta (an extension, not in the paper; LP path only). The inner minimum is then
+        <v, theta_hat> - sqrt(zeta) ||M^(-1/2) v||, i.e. (*) in the coordinates v' = M^(-1/2) v.
+        """
         theta_hat = _check_theta(self.mdp, theta_hat)
         zeta = _check_zeta(zeta)
+        root = None if metric is None else self._metric_root(metric)
         start = time.perf_counter()
-        key = (theta_hat.tobytes(), zeta)
+        key = (theta_hat.tobytes(), zeta, None if metric is None else np.asarray(metric).tobytes())
         if self._last is not None and self._last[0] == key:
             # Users with the same estimate and radius (every user of `global`) share one solve.
             res = self._last[1]
             return replace(res, pi=res.pi.copy(), seconds=time.perf_counter() - start)
-        res = self._solve(theta_hat, zeta, start)
+        res = self._solve(theta_hat, zeta, root, start)
         self._last = (key, res)
         return replace(res, pi=res.pi.copy())
 
-    def _solve(self, theta_hat: np.ndarray, zeta: float, start: float) -> PolicyResult:
-        if zeta > 0 and np.linalg.norm(self._span_proj @ theta_hat.reshape(-1)) <= np.sqrt(zeta):
+    def _metric_root(self, metric) -> tuple[np.ndarray, np.ndarray]:
+        """(M^(-1/2), M^(1/2)) of a symmetric positive definite metric; ValueError otherwise."""
+        if self.solver != "lp":
+            raise ValueError("an ellipsoidal confidence set (metric) needs solver='lp'")
+        m = np.asarray(metric, dtype=float)
+        D = self.mdp.d1 * self.mdp.d2
+        if m.shape != (D, D) or not np.all(np.isfinite(m)) or not np.allclose(m, m.T):
+            raise ValueError(f"metric must be a finite symmetric ({D}, {D}) matrix")
+        lam, vec = np.linalg.eigh(m)
+        if lam.min() <= 1e-12 * max(lam.max(), 1e-300):
+            raise ValueError(f"metric must be positive definite (smallest eigenvalue {lam.min():.3g})")
+        return (vec / np.sqrt(lam)) @ vec.T, (vec * np.sqrt(lam)) @ vec.T
+
+    def _solve(self, theta_hat: np.ndarray, zeta: float, root, start: float) -> PolicyResult:
+        th = theta_hat.reshape(-1)
+        if root is None:
+            proj_th, lift = self._span_proj @ th, th
+        else:  # W' = M^(-1/2) W and theta' = M^(1/2) theta_hat
+            q = np.linalg.qr(root[0] @ self._span_basis)[0]
+            lift = root[1] @ th
+            proj_th = q @ (q.T @ lift)
+        if zeta > 0 and np.linalg.norm(proj_th) <= np.sqrt(zeta):
             # Exact certificate that (*) = 0 at d_ref: v(d) lies in span W for every d, so
-            # <v, theta_hat> = <v, P_W theta_hat> <= ||P_W theta_hat|| ||v|| <= sqrt(zeta) ||v||.
-            # mu_ref is then optimal (the kink v = 0, where f is not differentiable).
-            theta_worst = theta_hat - (self._span_proj @ theta_hat.reshape(-1)).reshape(theta_hat.shape)
+            # <v, theta_hat> = <v, P_W theta_hat> <= ||P_W theta_hat|| ||v|| <= sqrt(zeta) ||v||
+            # (in the metric's coordinates). mu_ref is then optimal (the kink v = 0).
+            shift = proj_th if root is None else root[0] @ proj_th
             return PolicyResult(pi=self.ref_policy.copy(), objective=0.0, n_lp=0,
                                 seconds=time.perf_counter() - start, upper_bound=0.0,
-                                theta_worst=theta_worst)
+                                theta_worst=(th - shift).reshape(theta_hat.shape))
         if self.solver == "lp":
-            pi, obj, ub, n_lp, theta_worst = self._solve_lp(theta_hat, zeta)
+            pi, obj, ub, n_lp, theta_worst = self._solve_lp(theta_hat, zeta, root)
         else:
             pi, obj, ub, theta_worst = self._solve_socp(theta_hat, zeta)
             n_lp = 0
@@ -208,32 +237,39 @@ class PessimisticSolver:
         return [self.solve(t, z) for t, z in zip(theta_hat, zetas)]
 
     # ------------------------------------------------------------------ LP path
-    def _solve_lp(self, theta_hat, zeta):
-        """Simplicial decomposition (fully corrective Frank-Wolfe) for (*); see the module doc."""
+    def _solve_lp(self, theta_hat, zeta, root=None):
+        """Simplicial decomposition (fully corrective Frank-Wolfe) for (*); see the module doc.
+
+        With a metric (root = (M^(-1/2), M^(1/2))) the master works in the coordinates
+        v' = M^(-1/2) v, theta' = M^(1/2) theta_hat, and pricing at u' prices theta_hat -
+        sqrt(zeta) M^(-1/2) u' in the original ones.
+        """
         mdp = self.mdp
         th = theta_hat.reshape(-1)
         sz = float(np.sqrt(zeta))
+        to_master = (lambda v: v) if root is None else (lambda v: root[0] @ v)
+        th_m = th if root is None else root[1] @ th
         # LP 1 at u = 0 (in the unit ball): the plug-in vertex, and the bound max <v, theta_hat>.
         pi0, ub = self._pricing_lp(th)
         d0 = occupancy(mdp, pi0).reshape(-1)
         occ = np.stack([self.d_ref.reshape(-1), d0])        # candidate occupancies (m, H S A)
-        pts = np.column_stack([np.zeros(th.size), self._v(d0)])  # their v(d), (D, m)
-        lam = master_step(pts, np.array([0.0, 1.0]), th, sz)
-        n_lp, obj = 1, objective(pts @ lam, th, sz)
-        u_best = np.zeros_like(th)  # dual point of the best bound so far (LP 1 priced u = 0)
+        pts = np.column_stack([np.zeros(th.size), to_master(self._v(d0))])  # (D, m)
+        lam = master_step(pts, np.array([0.0, 1.0]), th_m, sz)
+        n_lp, obj = 1, objective(pts @ lam, th_m, sz)
+        u_best = np.zeros_like(th_m)  # dual point of the best bound so far (LP 1 priced u = 0)
         while not self._converged(ub, obj):
             x = pts @ lam
             norm = np.linalg.norm(x)
             at_tip = norm <= TIP_TOL * np.linalg.norm(pts, axis=0).max()
             if at_tip:
-                stepped, u_cur = tip_step(pts, lam, th, sz)
+                stepped, u_cur = tip_step(pts, lam, th_m, sz)
                 if stepped is not None:  # leave the tip inside conv(candidates), no LP needed
-                    lam = master_step(pts, stepped, th, sz)
-                    obj = max(obj, objective(pts @ lam, th, sz))
+                    lam = master_step(pts, stepped, th_m, sz)
+                    obj = max(obj, objective(pts @ lam, th_m, sz))
                     continue
             else:
                 u_cur = x / norm
-            g_cur = th - sz * u_cur
+            g_cur = th_m - sz * u_cur
             # Wentges smoothing: price first at a dual point between the best-bound one and
             # u_cur (the dual of the master); if that vertex does not ascend from x (a
             # mis-price), price at u_cur, whose vertex ascends unless the bound closes the gap.
@@ -242,12 +278,13 @@ class PessimisticSolver:
             for u in tries:
                 if n_lp >= self.max_lp:
                     break
-                pi_new, bound = self._pricing_lp(th - sz * u)  # a certified bound
+                lifted = u if root is None else root[0] @ u
+                pi_new, bound = self._pricing_lp(th - sz * lifted)  # a certified bound
                 n_lp += 1
                 if bound < ub:
                     ub, u_best = bound, u
                 d = occupancy(mdp, pi_new).reshape(-1)
-                if at_tip or (self._v(d) - x) @ g_cur > MISPRICE * (ub - obj):
+                if at_tip or (to_master(self._v(d)) - x) @ g_cur > MISPRICE * (ub - obj):
                     d_new = d
                     break
             if self._converged(ub, obj):
@@ -257,9 +294,9 @@ class PessimisticSolver:
                 break
             keep = (lam > 0) | at_tip  # at the tip all candidates span the cone K
             occ = np.vstack([occ[keep], d_new])
-            pts = np.column_stack([pts[:, keep], self._v(d_new)])
-            lam = master_step(pts, np.r_[lam[keep], 0.0], th, sz)
-            new_obj = objective(pts @ lam, th, sz)
+            pts = np.column_stack([pts[:, keep], to_master(self._v(d_new))])
+            lam = master_step(pts, np.r_[lam[keep], 0.0], th_m, sz)
+            new_obj = objective(pts @ lam, th_m, sz)
             if new_obj <= obj and not at_tip:
                 # Impossible in exact arithmetic (the new vertex is an ascent direction).
                 self._budget_exhausted(ub, obj, why="the restricted master stalled")
@@ -271,8 +308,10 @@ class PessimisticSolver:
                                f"(upper bound {ub}, objective {obj})")
         pi = extract_policy(d)
         v = self._v(occupancy(mdp, pi).reshape(-1))  # exact re-evaluation of the policy
-        theta_worst = self._worst_theta(th, sz, None, v).reshape(mdp.d1, mdp.d2)
-        return pi, objective(v, th, sz), ub, n_lp, theta_worst
+        vm = to_master(v)
+        u = vm / max(np.linalg.norm(vm), 1e-300)
+        theta_worst = (th - sz * (u if root is None else root[0] @ u)).reshape(mdp.d1, mdp.d2)
+        return pi, float(v @ th - sz * np.linalg.norm(vm)), ub, n_lp, theta_worst
 
     def _budget_exhausted(self, ub: float, lb: float, why: str | None = None) -> None:
         why = why or f"max_lp={self.max_lp} LPs were used"

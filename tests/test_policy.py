@@ -239,3 +239,36 @@ def test_deterministic_reference_policy(seed):
         a, b = lp.solve(th, zeta), socp.solve(th, zeta)
         assert a.converged
         assert a.objective == pytest.approx(b.objective, rel=1e-6, abs=1e-6)
+
+
+def test_ellipsoidal_set_equals_ball_in_transformed_features():
+    # (theta - theta_hat)^T M (theta - theta_hat) <= zeta on features phi is the Frobenius ball
+    # on features M^(-1/2) phi with theta' = M^(1/2) theta_hat: solve the latter with the SOCP.
+    mdp, mu, rng = _instance(11, S=5, A=3, H=4, d1=3, d2=2, ref="random")
+    D = mdp.d1 * mdp.d2
+    lp = PessimisticSolver(mdp, mu, "lp", strict=True)
+    for _ in range(4):
+        a = rng.normal(size=(D, D))
+        M = a @ a.T + 0.1 * np.eye(D)
+        lam, vec = np.linalg.eigh(M)
+        m_inv_half, m_half = (vec / np.sqrt(lam)) @ vec.T, (vec * np.sqrt(lam)) @ vec.T
+        phi_t = np.einsum("ed,sad->sae", m_inv_half, mdp.phi.reshape(mdp.S, mdp.A, D))
+        mdp_t = TabularMDP(P=mdp.P, rho=mdp.rho, phi=phi_t.reshape(mdp.phi.shape))
+        socp_t = PessimisticSolver(mdp_t, mu, "socp")
+        th = rng.normal(size=(mdp.d1, mdp.d2))
+        for zeta in (0.05, 0.5, 2.0):
+            res = lp.solve(th, zeta, metric=M)
+            ref = socp_t.solve((m_half @ th.reshape(-1)).reshape(th.shape), zeta)
+            assert res.objective == pytest.approx(ref.objective, rel=1e-6, abs=1e-7)
+            # The worst case lies on the ellipsoid's boundary (or is theta_hat when mu_ref wins).
+            e = (res.theta_worst - th).reshape(-1)
+            assert e @ M @ e <= zeta * (1 + 1e-9)
+    th = rng.normal(size=(mdp.d1, mdp.d2))
+    assert lp.solve(th, 0.3, metric=np.eye(D)).objective == pytest.approx(
+        lp.solve(th, 0.3).objective, rel=1e-9)
+    with pytest.raises(ValueError, match="positive definite"):
+        lp.solve(th, 0.3, metric=np.zeros((D, D)))
+    with pytest.raises(ValueError, match="symmetric"):
+        lp.solve(th, 0.3, metric=np.eye(D + 1))
+    with pytest.raises(ValueError, match="solver='lp'"):
+        PessimisticSolver(mdp, mu, "socp").solve(th, 0.3, metric=np.eye(D))
