@@ -27,7 +27,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from sim import estimators  # noqa: E402
 from sim.cli import OneLineParser  # noqa: E402
-from sim.config import RADII, SimConfig  # noqa: E402
+from sim.config import CONFIDENCE_SETS, RADII, SimConfig  # noqa: E402
 from sim.data import BEHAVIOURS  # noqa: E402
 from sim.pipeline import run_instance  # noqa: E402
 
@@ -106,6 +106,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=20, help="seeds of the study")
     ap.add_argument("--radius", choices=RADII, default="calibrated",
                     help="confidence radius of Eq. 3.6 (SimConfig.radius)")
+    ap.add_argument("--confidence-set", choices=CONFIDENCE_SETS, default="ball",
+                    help="shape of R_i: Eq. 3.6's ball, or the per-user Fisher ellipsoid "
+                         "(extension, not in the paper)")
     ap.add_argument("--zeta-c", type=float, default=1.0,
                     help="constant c of the theory radius (with --radius theory)")
     ap.add_argument("--out", type=Path, default=None,
@@ -125,7 +128,8 @@ def main(argv=None) -> int:
     if np_ < 1:
         ap.error(f"--Np must be positive, got {np_}")
     try:
-        cfg = SimConfig(Np=np_, behaviour=args.behaviour, radius=args.radius, zeta_c=args.zeta_c)
+        cfg = SimConfig(Np=np_, behaviour=args.behaviour, radius=args.radius, zeta_c=args.zeta_c,
+                        confidence_set=args.confidence_set)
     except ValueError as e:
         ap.error(str(e))
     if args.study:

@@ -11,6 +11,8 @@ R_i = {Theta_init_i + DeltaTheta_i : ||DeltaTheta_i - DeltaTheta_hat_i||_F^2 <= 
   moment-matched (Satterthwaite) scaled chi-square. Closed-form: no refits, no randomness.
   The refit-based alternative is the parametric bootstrap of sim/bootstrap.py; coverage of
   both: docs/pessimism.md (``python -m sim.coverage``).
+- :func:`fisher_ellipsoid`: an extension, not in the paper: ellipsoidal sets shaped by each
+  user's Fisher information (the Wald region), for sim/policy.py's ``metric``.
 - :func:`coverage`: fraction of users whose true DeltaTheta*_i lies in R_i.
 """
 
@@ -28,6 +30,9 @@ CALIBRATED_METHODS = ("shared", "local", "full", "global", "nuclear")
 #: Ridge (relative to the trace) that keeps an information matrix invertible when a user's
 #: comparisons do not span the tangent space; the radius is then capped at (2B)^2 anyway.
 FISHER_RIDGE = 1e-10
+#: Relative variance (to the mean of Sigma_i's) that fisher_ellipsoid gives directions its
+#: method's model rules out: small, so they are nearly certain, but M_i stays well conditioned.
+ELLIPSOID_RIDGE = 0.1
 
 
 def theory_radius(N, Np, nu, tail, d1, d2, k, min_bias=0.0, delta=0.1, c=1.0) -> float:
@@ -37,8 +42,9 @@ def theory_radius(N, Np, nu, tail, d1, d2, k, min_bias=0.0, delta=0.1, c=1.0) ->
     return float(zeta_theory(N, Np, nu, tail, d1, d2, k, min_bias=min_bias, delta=delta, c=c))
 
 
-def coverage(delta_true: np.ndarray, delta_hat: np.ndarray, zeta) -> float:
-    """Fraction of users i with ||delta_true_i - delta_hat_i||_F^2 <= zeta_i (Eq. 3.6).
+def coverage(delta_true: np.ndarray, delta_hat: np.ndarray, zeta, metric=None) -> float:
+    """Fraction of users i with ||delta_true_i - delta_hat_i||_F^2 <= zeta_i (Eq. 3.6), or with
+    e_i^T M_i e_i <= zeta_i for metrics M (N, d1 d2, d1 d2) (:func:`fisher_ellipsoid`).
 
     delta_true, delta_hat: (N, d1, d2); zeta: scalar or (N,), non-negative.
     """
@@ -53,8 +59,49 @@ def coverage(delta_true: np.ndarray, delta_hat: np.ndarray, zeta) -> float:
         raise ValueError(f"zeta must be a scalar or have shape ({n},), got {zeta.shape}")
     if np.any(~np.isfinite(zeta) & ~np.isposinf(zeta)) or np.any(zeta < 0):
         raise ValueError(f"zeta must be non-negative, got min {zeta.min()}")
-    err = np.sum((delta_true - delta_hat) ** 2, axis=(1, 2))
+    e = (delta_true - delta_hat).reshape(n, -1)
+    err = np.sum(e**2, axis=1) if metric is None else np.einsum("nd,nde,ne->n", e, metric, e)
     return float(np.mean(err <= zeta))
+
+
+def fisher_ellipsoid(method: str, est, data: PreferenceData, k: int, B: float,
+                     delta: float = 0.1, init: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Ellipsoidal sets {(theta - theta_hat_i)^T M_i (theta - theta_hat_i) <= zeta} (extension).
+
+    Not in the paper (Eq. 3.6 is a ball). Sigma_i = the asymptotic covariance of the method's
+    error that :func:`calibrated_radius` uses (Fisher information on the tangent space of the
+    method's parameter set, plus the shared basis' error for ``shared``); M_i = (Sigma_i +
+    s_i I)^-1 with s_i = tr(Sigma_i) / rank(Sigma_i), i.e. directions the method's model rules
+    out get the mean in-model variance (with a tiny s_i the first-order model missed the
+    truth's components outside it: coverage 0.0 for ``shared``); zeta = the chi-square(d1 d2)
+    quantile at 1 - delta (a Wald region). Narrow where data and model pin theta down, wide
+    elsewhere. Returns (M (N, D, D), zeta (N,)).
+    """
+    if method not in CALIBRATED_METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {CALIBRATED_METHODS}")
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must lie in (0, 1), got {delta}")
+    delta_hat = check_estimate(est, data, B, init=init)
+    n, d1, d2 = delta_hat.shape
+    theta = delta_hat if init is None else np.asarray(init, dtype=float) + delta_hat
+    info = fisher_information(theta, data)
+    D = d1 * d2
+    if method == "global":
+        info = np.broadcast_to(info.sum(0), info.shape)
+    extra = (_basis_error_cov(delta_hat, np.asarray(est.basis, dtype=float), info)
+             if method == "shared" else np.zeros((n, D, D)))
+    metric = np.empty((n, D, D))
+    for i in range(n):
+        t = _tangent(method, delta_hat[i], k, est.basis)
+        info_t = t.T @ info[i] @ t
+        info_t += FISHER_RIDGE * max(np.trace(info_t) / len(info_t), 1e-300) * np.eye(len(info_t))
+        cov = t @ np.linalg.solve(info_t, t.T) + extra[i]
+        lam = np.linalg.eigvalsh(cov)
+        rank = int(np.sum(lam > 1e-10 * lam.max()))
+        m = np.linalg.inv(cov + np.trace(cov) / rank * np.eye(D))
+        metric[i] = (m + m.T) / 2
+    return metric, np.full(n, chi2.ppf(1 - delta, D))
 
 
 def calibrated_radius(method: str, est, data: PreferenceData, k: int, B: float,
@@ -88,7 +135,6 @@ def calibrated_radius(method: str, est, data: PreferenceData, k: int, B: float,
     n, d1, d2 = delta_hat.shape
     theta = delta_hat if init is None else np.asarray(init, dtype=float) + delta_hat
     info = fisher_information(theta, data)
-    D = d1 * d2
     if method == "global":
         pooled = info.sum(0)
         info = np.broadcast_to(pooled, info.shape)
@@ -100,12 +146,7 @@ def calibrated_radius(method: str, est, data: PreferenceData, k: int, B: float,
         shared_cov = _basis_error_cov(delta_hat, basis, info)
     zeta = np.empty(n)
     for i in range(n):
-        if method in ("full", "nuclear", "global"):
-            tangent = np.eye(D)
-        elif method == "shared":
-            tangent = np.kron(basis, np.eye(d2))
-        else:
-            tangent = _lowrank_tangent(delta_hat[i], k)
+        tangent = _tangent(method, delta_hat[i], k, est.basis)
         lam = 1.0 / _eig_ridge(tangent.T @ info[i] @ tangent)
         if shared_cov is not None:
             # Add the user's share of the error of B_hat: cov of W-error (in span B_hat,
@@ -114,6 +155,17 @@ def calibrated_radius(method: str, est, data: PreferenceData, k: int, B: float,
             lam = lam[lam > 0]
         zeta[i] = _quantile(lam, delta)
     return np.minimum(zeta, 4.0 * B**2)
+
+
+def _tangent(method: str, delta_i: np.ndarray, k: int, basis) -> np.ndarray:
+    """Orthonormal basis (d1 d2, t) of the tangent space of the method's parameter set at
+    DeltaTheta_hat_i (see calibrated_radius)."""
+    d1, d2 = delta_i.shape
+    if method in ("full", "nuclear", "global"):
+        return np.eye(d1 * d2)
+    if method == "shared":
+        return np.kron(np.asarray(basis, dtype=float), np.eye(d2))
+    return _lowrank_tangent(delta_i, k)
 
 
 def _basis_error_cov(delta_hat: np.ndarray, basis: np.ndarray, info: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from sim.data import BEHAVIOURS
 from sim.truth import check_feasible
 
 RADII = ("calibrated", "theory", "bootstrap")
+CONFIDENCE_SETS = ("ball", "fisher")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class SimConfig:
     """Exploration of the 'poor' and 'expert' behaviour policies (eps-soft)."""
     feature_scale: float = 2.0
     """Scale of the features phi(s, a) (sets the signal-to-noise of the BT labels)."""
+    confidence_set: str = "ball"
+    """Shape of R_i: 'ball' (Eq. 3.6, radius from `radius`) or 'fisher' (extension, not in the
+    paper: the per-user Fisher ellipsoid of sim.confidence.fisher_ellipsoid; `radius` unused)."""
     radius: str = "calibrated"
     """Confidence radius zeta of Eq. 3.6: 'calibrated' (closed-form Fisher radius), 'bootstrap'
     (parametric bootstrap, the larger radius of two worlds, 2 n_boot refits per method,
@@ -76,6 +80,11 @@ class SimConfig:
             raise ValueError(f"eps must lie in (0, 1], got {self.eps}")
         if self.policy_solver not in ("lp", "socp"):
             raise ValueError(f"policy_solver must be 'lp' or 'socp', got {self.policy_solver!r}")
+        if self.confidence_set not in CONFIDENCE_SETS:
+            raise ValueError(f"confidence_set must be one of {CONFIDENCE_SETS}, got "
+                             f"{self.confidence_set!r}")
+        if self.confidence_set == "fisher" and self.policy_solver != "lp":
+            raise ValueError("confidence_set='fisher' needs policy_solver='lp'")
         if self.radius not in RADII:
             raise ValueError(f"radius must be one of {RADII}, got {self.radius!r}")
         if self.n_boot < 2:

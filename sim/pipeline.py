@@ -62,12 +62,17 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
         t0 = time.perf_counter()
         est = estimators.fit(method, train, cfg.k, cfg.B, init=truth.init)
         fit_s = time.perf_counter() - t0
-        zeta = _radius(cfg, method, est, train, truth, seed)
         theta_hat = truth.init + est.delta
+        if cfg.confidence_set == "fisher":
+            metric, zeta = confidence.fisher_ellipsoid(method, est, train, cfg.k, cfg.B,
+                                                       cfg.delta, init=truth.init)
+        else:
+            metric, zeta = None, _radius(cfg, method, est, train, truth, seed)
         t0 = time.perf_counter()
         gaps_p, gaps_v, pis, cert = [], [], [], []
         for i in range(cfg.N):
-            res = solver.solve(theta_hat[i], float(zeta[i]))
+            res = solver.solve(theta_hat[i], float(zeta[i]),
+                               metric=None if metric is None else metric[i])
             cert.append(res.upper_bound - res.objective)
             gaps_p.append(policy.value_gap(mdp, truth.theta[i], res.pi))
             gaps_v.append(policy.value_gap(mdp, truth.theta[i], policy.vanilla_policy(mdp, theta_hat[i])))
@@ -80,7 +85,7 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
             dist=dist,
             est_err=float(np.mean(np.sum((est.delta - truth.delta) ** 2, axis=(1, 2)))),
             gap_pess=float(np.mean(gaps_p)), gap_vanilla=float(np.mean(gaps_v)),
-            coverage=float(confidence.coverage(truth.delta, est.delta, zeta)),
+            coverage=float(confidence.coverage(truth.delta, est.delta, zeta, metric)),
             zeta=float(np.mean(zeta)), policy_cert_gap=float(np.max(cert)),
             nll_train=float(est.nll), acc_heldout=heldout_accuracy(theta_hat, test),
             rank_hat=int(np.linalg.matrix_rank(diversity.aggregate(est.delta), tol=1e-8)),

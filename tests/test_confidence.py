@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import chi2
 
 from sim import confidence, estimators
 from sim.data import make_preferences
@@ -90,6 +91,28 @@ def test_calibrated_coverage_over_seeds(method, floor):
         z = confidence.calibrated_radius(method, est, data, k, 1.0, delta=0.1)
         covs.append(confidence.coverage(truth.delta, est.delta, z))
     assert np.mean(covs) >= floor, f"{method}: coverage {np.mean(covs):.3f}"
+
+
+@pytest.mark.parametrize("method", ["shared", "full"])
+def test_fisher_ellipsoid_is_conservative_and_covers(method):
+    # M_i^-1 = Sigma_i + s_i I dominates the first-order covariance Sigma_i, whose (1 - delta)
+    # Satterthwaite quantile is calibrated_radius: the ellipsoid contains the error at least
+    # as often as a Gaussian with covariance Sigma_i would, and coverage uses the M-norm.
+    covs = []
+    for seed in range(3):
+        truth, data, k = _setup(seed, Np=400, N=10)
+        est = estimators.fit(method, data, k, 1.0)
+        metric, zeta = confidence.fisher_ellipsoid(method, est, data, k, 1.0, delta=0.1)
+        assert metric.shape == (10, 8, 8) and np.allclose(metric, metric.transpose(0, 2, 1))
+        assert np.all(np.linalg.eigvalsh(metric) > 0)
+        assert np.allclose(zeta, chi2.ppf(0.9, 8))
+        e = (truth.delta - est.delta).reshape(10, -1)
+        by_hand = np.mean(np.einsum("nd,nde,ne->n", e, metric, e) <= zeta)
+        covs.append(confidence.coverage(truth.delta, est.delta, zeta, metric))
+        assert covs[-1] == by_hand
+    assert np.mean(covs) >= 0.85
+    with pytest.raises(ValueError, match="unknown method"):
+        confidence.fisher_ellipsoid("lora", est, data, k, 1.0)
 
 
 def test_fisher_information_matches_a_direct_sum():
