@@ -104,6 +104,9 @@ def plan(args: argparse.Namespace) -> tuple[SimConfig, list, list[int], list[str
         raise SweepError(f"--values must be distinct and non-empty, got {values}")
     try:
         cfg = SimConfig(**base)
+    except (ValueError, TypeError) as e:
+        raise SweepError(f"bad base config (--set or the grid's base): {e}") from None
+    try:
         for v in values:
             if v <= 0:
                 raise ValueError(f"{args.vary} must be positive, got {v}")
