@@ -26,7 +26,8 @@ D = {d >= 0 : sum_a d_0(s, a) = rho(s); sum_a d_{h+1}(s', a) = sum_{s,a} P_h(s'|
   closed form on affine hulls by sim/simplicial.py (master_step). Stop when upper bound - f <= tol (1 + |ub|);
   the optimum mixes at most d1 d2 + 1 vertices, and the mixture's occupancy gives the
   (stochastic) policy.
-- ``"socp"``: the exact cone program in cvxpy (Clarabel), compiled once with Parameters.
+- ``"socp"``: the exact cone program in cvxpy (Clarabel), compiled once with Parameters
+  (sim/socp.py), certified here the same way.
 
 Policies pi (H, S, A) are extracted as pi_h(a | s) = d_h(s, a) / sum_a d_h(s, a), uniform where
 a state is unreachable. Value gaps (Theorem 4.2's left-hand side) are exact, by occupancies.
@@ -42,6 +43,7 @@ import numpy as np
 
 from sim.mdp import TabularMDP, backward_induction, check_policy, occupancy, value
 from sim.simplicial import master_step, objective, tip_step
+from sim.socp import OccupancySOCP
 
 SOLVERS = ("lp", "socp")
 #: Occupancy mass below which a state counts as unreachable in policy extraction.
@@ -59,9 +61,6 @@ SMOOTHING = 0.5
 #: A smoothed pricing vertex counts as a mis-price unless it ascends from the master's point
 #: by at least this fraction of the current bound gap.
 MISPRICE = 0.01
-#: Clarabel tolerances: 1e-9 is the tightest at which it reliably reports "optimal" here
-#: (1e-10 gives "optimal_inaccurate" on some instances).
-CLARABEL_OPTIONS = {"tol_gap_abs": 1e-8, "tol_gap_rel": 1e-8, "tol_feas": 1e-8}
 #: Relative slack below zero that value_gap attributes to rounding (anything larger is a bug).
 GAP_ROUNDING_TOL = 1e-9
 
@@ -165,7 +164,7 @@ class PessimisticSolver:
         self._span_basis = basis
         self._span_proj = basis @ basis.T
         if solver == "socp":
-            self._build_socp()
+            self._socp = OccupancySOCP(mdp, self._phi, self._ref_feat)
 
     # ------------------------------------------------------------------ public
     def solve(self, theta_hat: np.ndarray, zeta: float, metric: np.ndarray | None = None
@@ -353,44 +352,9 @@ class PessimisticSolver:
         return th - sz * v / norm
 
     # ------------------------------------------------------------------ SOCP path
-    def _build_socp(self) -> None:
-        import cvxpy as cp
-
-        mdp = self.mdp
-        H, S, A, D = mdp.H, mdp.S, mdp.A, mdp.d1 * mdp.d2
-        d = cp.Variable((H, S * A), nonneg=True)
-        theta = cp.Parameter(D)
-        sz = cp.Parameter(nonneg=True)
-        # v is its own variable so that the cone touches D + 1 columns only; with v inlined
-        # Clarabel's KKT system carries the dense (H S A) x D feature block inside the cone
-        # and is several times slower (benchmarks/bench_policy.py).
-        v = cp.Variable(D)
-        cons = [v == cp.sum(d, axis=0) @ self._phi - self._ref_feat,
-                cp.sum(cp.reshape(d[0], (S, A), order="C"), axis=1) == mdp.rho]
-        for h in range(1, H):
-            inflow = d[h - 1] @ mdp.P[h - 1].reshape(S * A, S)
-            cons.append(cp.sum(cp.reshape(d[h], (S, A), order="C"), axis=1) == inflow)
-        prob = cp.Problem(cp.Maximize(theta @ v - sz * cp.norm(v, 2)), cons)
-        if not prob.is_dpp():
-            raise RuntimeError("SOCP of Eq. 3.7 is not DPP; it would be recompiled per user")
-        self._socp = (prob, d, theta, sz)
-
     def _solve_socp(self, theta_hat, zeta):
-        import cvxpy as cp
-
-        prob, d, theta, sz = self._socp
         mdp = self.mdp
-        theta.value = theta_hat.reshape(-1)
-        sz.value = float(np.sqrt(zeta))
-        try:
-            with warnings.catch_warnings():  # 'may be inaccurate': certified below instead
-                warnings.filterwarnings("ignore", message="Solution may be inaccurate")
-                prob.solve(solver=cp.CLARABEL, **CLARABEL_OPTIONS)
-        except cp.error.SolverError as err:
-            raise RuntimeError(f"Clarabel failed on the SOCP of Eq. 3.7: {err}") from err
-        if prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or d.value is None:
-            raise RuntimeError(f"Clarabel did not solve the SOCP of Eq. 3.7: status {prob.status!r}")
-        dv = np.clip(d.value, 0.0, None).reshape(mdp.H, mdp.S, mdp.A)
+        dv, status = self._socp.solve(theta_hat, zeta)
         pi = extract_policy(dv)
         # Certify the interior-point answer exactly: the extracted policy's own objective is a
         # lower bound, backward induction at its worst-case theta an upper bound (weak duality).
@@ -401,7 +365,7 @@ class PessimisticSolver:
         theta_worst = self._worst_theta(th, np.sqrt(zeta), dv).reshape(mdp.d1, mdp.d2)
         ub = self._dual_bound(theta_worst.reshape(-1))[1]
         if not self._converged(ub, obj) and self.strict:
-            raise RuntimeError(f"Clarabel's SOCP answer (status {prob.status!r}) has certified gap "
+            raise RuntimeError(f"Clarabel's SOCP answer (status {status!r}) has certified gap "
                                f"{ub - obj:.3e} > tol {self.tol:.1e} * (1 + |{ub:.6g}|)")
         return pi, obj, ub, theta_worst
 

@@ -1,0 +1,63 @@
+"""Reference solver of Eq. 3.7: the exact second-order-cone program over occupancy measures.
+
+    max_{d in D} <v(d), theta_hat> - sqrt(zeta) ||v(d)||_2,   v(d) = Phi^T (d - d_ref)     (*)
+
+in cvxpy, compiled once per MDP with Parameters (theta_hat and sqrt(zeta), DPP checked) and
+solved by Clarabel. sim/policy.py certifies its answers by backward induction; the default
+solver there is the LP path, and this one is its independent check (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from sim.mdp import TabularMDP
+
+#: Clarabel tolerances: 1e-8 is the tightest at which it reliably reports "optimal" here
+#: (1e-10 gives "optimal_inaccurate" on some instances).
+CLARABEL_OPTIONS = {"tol_gap_abs": 1e-8, "tol_gap_rel": 1e-8, "tol_feas": 1e-8}
+
+
+class OccupancySOCP:
+    """(*) for one MDP; phi: (S A, D) features, ref_feat: (D,) = Phi^T d_ref summed over steps."""
+
+    def __init__(self, mdp: TabularMDP, phi: np.ndarray, ref_feat: np.ndarray):
+        import cvxpy as cp
+
+        H, S, A, D = mdp.H, mdp.S, mdp.A, mdp.d1 * mdp.d2
+        self.shape = (H, S, A)
+        self._d = cp.Variable((H, S * A), nonneg=True)
+        self._theta = cp.Parameter(D)
+        self._sz = cp.Parameter(nonneg=True)
+        # v is its own variable so that the cone touches D + 1 columns only; with v inlined
+        # Clarabel's KKT system carries the dense (H S A) x D feature block inside the cone
+        # and is several times slower (benchmarks/bench_policy.py).
+        v = cp.Variable(D)
+        d = self._d
+        cons = [v == cp.sum(d, axis=0) @ phi - ref_feat,
+                cp.sum(cp.reshape(d[0], (S, A), order="C"), axis=1) == mdp.rho]
+        for h in range(1, H):
+            inflow = d[h - 1] @ mdp.P[h - 1].reshape(S * A, S)
+            cons.append(cp.sum(cp.reshape(d[h], (S, A), order="C"), axis=1) == inflow)
+        self._prob = cp.Problem(cp.Maximize(self._theta @ v - self._sz * cp.norm(v, 2)), cons)
+        if not self._prob.is_dpp():
+            raise RuntimeError("SOCP of Eq. 3.7 is not DPP; it would be recompiled per user")
+
+    def solve(self, theta_hat: np.ndarray, zeta: float) -> tuple[np.ndarray, str]:
+        """Occupancy (H, S, A) at Clarabel's answer (clipped at 0) and cvxpy's status."""
+        import cvxpy as cp
+
+        self._theta.value = np.asarray(theta_hat, dtype=float).reshape(-1)
+        self._sz.value = float(np.sqrt(zeta))
+        try:
+            with warnings.catch_warnings():  # 'may be inaccurate': the caller certifies
+                warnings.filterwarnings("ignore", message="Solution may be inaccurate")
+                self._prob.solve(solver=cp.CLARABEL, **CLARABEL_OPTIONS)
+        except cp.error.SolverError as err:
+            raise RuntimeError(f"Clarabel failed on the SOCP of Eq. 3.7: {err}") from err
+        status = self._prob.status
+        if status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or self._d.value is None:
+            raise RuntimeError(f"Clarabel did not solve the SOCP of Eq. 3.7: status {status!r}")
+        return np.clip(self._d.value, 0.0, None).reshape(self.shape), status
