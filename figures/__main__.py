@@ -1,7 +1,8 @@
 """`python -m figures [DIR ...]`: rebuild every figure and table from result directories.
 
-A directory with runs.csv is a simulator sweep (figures.sim_plots); one with metrics.csv (or
-subdirectories holding metrics.csv) is an llm run (figures.llm_plots). Default: every directory
+A directory with study.csv is a pessimism study (``python -m sim.algorithm1 --study --out``);
+one with runs.csv (and no study.csv) is a simulator sweep (figures.sim_plots); one with
+metrics.csv (or subdirectories holding metrics.csv) is an llm run (figures.llm_plots). Default: every directory
 under results/.
 """
 
@@ -26,7 +27,11 @@ def main(argv=None) -> int:
         if not d.is_dir():
             print(f"figures: error: {d} is not a directory", file=sys.stderr)
             return 2
-        if (d / "runs.csv").exists():
+        if (d / "study.csv").exists():  # python -m sim.algorithm1 --study --out d
+            from figures.sim_plots import make_study_figure
+
+            written += make_study_figure(d)
+        elif (d / "runs.csv").exists():
             import pandas as pd
 
             from figures.sim_plots import make_sweep_figures

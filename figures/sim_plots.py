@@ -75,3 +75,31 @@ def make_sweep_figures(result_dir: Path) -> list[Path]:
         fig, _ = plot_quantity(runs, slopes, quantity, vary)
         written += save_png_pdf(fig, result_dir / f"{quantity}_vs_{vary}")
     return written
+
+
+def make_study_figure(result_dir: Path) -> list[Path]:
+    """Pessimism study (``python -m sim.algorithm1 --study --out DIR``): per behaviour and
+    method, the mean value gap of the pessimistic and plug-in policies with their 95% t
+    intervals over seeds (study.csv), and mu_ref's own gap (runs.csv) -> pessimism.png/.pdf."""
+    result_dir = Path(result_dir)
+    study = pd.read_csv(result_dir / "study.csv")
+    runs = pd.read_csv(result_dir / "runs.csv")
+    ref = runs.groupby(["behaviour", "method"])["gap_ref"].mean()
+    labels = [f"{b}\n{m}" for b, m in zip(study["behaviour"], study["method"])]
+    x = np.arange(len(study))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(study), 3.6))
+    for off, col, name in ((-0.2, "gap_pess", "pessimistic (Eq. 3.7)"),
+                           (0.2, "gap_vanilla", "plug-in (zeta = 0)")):
+        err = np.vstack([study[col] - study[f"{col}_low"], study[f"{col}_high"] - study[col]])
+        ax.bar(x + off, study[col], width=0.4, yerr=err, capsize=3, label=name)
+    ax.scatter(x, [ref[(b, m)] for b, m in zip(study["behaviour"], study["method"])],
+               marker="_", s=600, color="k", label="mu_ref's own gap", zorder=3)
+    ax.set_xticks(x, labels)
+    ax.set_ylabel("mean value gap J(pi*) - J(pi)")
+    first = runs.iloc[0]
+    radius = first["radius"] + (f" (c={first['zeta_c']:g})" if first["radius"] == "theory" else "")
+    ax.set_title(f"Np={first['Np']}, radius={radius}, set={first.get('confidence_set', 'ball')}, "
+                 f"{int(study['seeds'].iloc[0])} seeds (95% t intervals)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_png_pdf(fig, result_dir / "pessimism")

@@ -118,6 +118,10 @@ def test_algorithm1_study_writes_tidy_csvs(tmp_path):
     for _, row in summary.iterrows():  # the summary is the mean of the per-seed rows
         sel = runs[runs.behaviour == row.behaviour]
         assert row["diff"] == pytest.approx((sel.gap_pess - sel.gap_vanilla).mean())
+    f = subprocess.run([sys.executable, "-m", "figures", str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert f.returncode == 0, f.stderr[-2000:]
+    assert (tmp_path / "pessimism.png").exists() and (tmp_path / "pessimism.pdf").exists()
     bad = subprocess.run([sys.executable, "-m", "sim.algorithm1", "--out", str(tmp_path)],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
