@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.linalg import qr, solve_triangular
+from scipy.optimize import nnls
 
 #: Relative cut-off on |R_ii| of the pivoted QR that spans an affine hull of candidates.
 RANK_TOL = 1e-10
@@ -99,16 +100,15 @@ def tip_step(pts: np.ndarray, lam: np.ndarray, th: np.ndarray, sz: float):
     0: the pricing LP then either certifies v = 0 (value ~0) or returns a vertex outside K,
     which strictly shrinks ||theta_hat - p||. Returns (new weights or None, u or None).
     """
-    from scipy.optimize import nnls
-
     mu = nnls(pts, th)[0]
     p = pts @ mu
     if np.linalg.norm(p) <= sz * (1.0 + 1e-12) or mu.sum() == 0:
-        return None, p / sz
+        return None, p / max(sz, 1e-300)
     delta = mu - mu.sum() * lam  # x(t) = t p; negative only where lam > 0
     neg = delta < 0
     t = float(np.min(lam[neg] / -delta[neg])) if neg.any() else 1.0 / mu.sum()
-    return np.clip(lam + t * delta, 0.0, None) / np.clip(lam + t * delta, 0.0, None).sum(), None
+    w = np.clip(lam + t * delta, 0.0, None)
+    return w / w.sum(), None
 
 
 def caratheodory(pts: np.ndarray, lam: np.ndarray) -> np.ndarray:
