@@ -29,6 +29,14 @@ from sim import estimators  # noqa: E402
 from sim.cli import OneLineParser  # noqa: E402
 from sim.config import CONFIDENCE_SETS, RADII, SimConfig  # noqa: E402
 from sim.data import BEHAVIOURS  # noqa: E402
+from sim.parts import (  # noqa: E402
+    claim,
+    finished,
+    part_name,
+    read_parts,
+    write_csv_atomic,
+    write_part,
+)
 from sim.pipeline import run_instance  # noqa: E402
 
 
@@ -37,31 +45,37 @@ def run(cfg: SimConfig, seed: int, methods=("shared", "local", "full", "global")
     return run_instance(cfg, seed, methods)
 
 
-def study(cfg: SimConfig, seeds: int, methods=("shared",), runs: list | None = None) -> list[dict]:
+def study(cfg: SimConfig, seeds: int, methods=("shared",), out: Path | None = None
+          ) -> tuple[list[dict], pd.DataFrame]:
     """Pessimism vs plug-in over seeds 0..seeds-1, for every behaviour: mean gaps with 95% CIs.
 
-    Returns one summary row per (behaviour, method): mean gap_pess / gap_vanilla, their t
-    intervals over seeds, and the paired difference gap_pess - gap_vanilla with its interval.
-    The per-seed runs.csv-style rows (full config and seed) are appended to ``runs`` if given.
+    Returns one summary row per (behaviour, method) -- mean gap_pess / gap_vanilla, their t
+    intervals over seeds, the paired difference gap_pess - gap_vanilla with its interval --
+    and the per-seed runs.csv-style rows (full config and seed). With ``out``, every finished
+    (behaviour, seed) is kept in out/parts (sim.parts): an interrupted study resumes.
     """
-    out = []
-    bar = tqdm(total=len(BEHAVIOURS) * seeds, desc="pessimism study", unit="run")
+    done = set() if out is None else finished(out)
+    rows = []
     for behaviour in BEHAVIOURS:
-        c = cfg.with_(behaviour=behaviour)
-        rows = []
-        for s in range(seeds):
-            rows += run(c, s, methods)
-            bar.update()
-        if runs is not None:
-            runs += rows
+        for s in tqdm(range(seeds), desc=f"pessimism study, {behaviour}", unit="run"):
+            name = part_name(behaviour, s)
+            if name in done:
+                continue
+            r = run(cfg.with_(behaviour=behaviour), s, methods)
+            if out is not None:
+                write_part(out, name, r)
+            rows += r
+    runs = pd.DataFrame(rows) if out is None else read_parts(out)
+    runs = runs[runs["seed"].lt(seeds) & runs["method"].isin(methods)]
+    summary = []
+    for behaviour in BEHAVIOURS:
         for method in methods:
-            sel = [r for r in rows if r["method"] == method]
-            p = np.array([r["gap_pess"] for r in sel])
-            v = np.array([r["gap_vanilla"] for r in sel])
-            out.append(dict(behaviour=behaviour, method=method, Np=cfg.Np, seeds=seeds,
-                            gap_pess=_ci(p), gap_vanilla=_ci(v), diff=_ci(p - v),
-                            coverage=float(np.mean([r["coverage"] for r in sel]))))
-    return out
+            sel = runs[(runs["behaviour"] == behaviour) & (runs["method"] == method)]
+            p, v = sel["gap_pess"].to_numpy(), sel["gap_vanilla"].to_numpy()
+            summary.append(dict(behaviour=behaviour, method=method, Np=cfg.Np, seeds=seeds,
+                                gap_pess=_ci(p), gap_vanilla=_ci(v), diff=_ci(p - v),
+                                coverage=float(sel["coverage"].mean())))
+    return summary, runs
 
 
 def _flat(row: dict) -> dict:
@@ -73,13 +87,6 @@ def _flat(row: dict) -> dict:
         else:
             out[key] = val
     return out
-
-
-def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    """Atomic: an interrupted write never leaves a truncated file."""
-    tmp = path.with_suffix(".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
 
 
 def _ci(x: np.ndarray) -> tuple[float, float, float]:
@@ -133,12 +140,21 @@ def main(argv=None) -> int:
     except ValueError as e:
         ap.error(str(e))
     if args.study:
-        runs: list[dict] = []
-        summary = study(cfg, args.seeds, methods, runs)
         if args.out is not None:
-            args.out.mkdir(parents=True, exist_ok=True)
-            _write_csv(pd.DataFrame(runs), args.out / "runs.csv")
-            _write_csv(pd.DataFrame([_flat(r) for r in summary]), args.out / "study.csv")
+            spec = dict(base={k: v for k, v in cfg.as_dict().items() if k != "behaviour"},
+                        methods=list(methods))
+            err = claim(args.out, "study", spec)
+            if err:
+                ap.error(err)
+        try:
+            summary, runs = study(cfg, args.seeds, methods, args.out)
+        except KeyboardInterrupt:
+            where = f"; finished runs are kept in {args.out}/parts, re-run to resume" if args.out else ""
+            print(f"\ninterrupted{where}", file=sys.stderr)
+            return 130
+        if args.out is not None:
+            write_csv_atomic(runs, args.out / "runs.csv")
+            write_csv_atomic(pd.DataFrame([_flat(r) for r in summary]), args.out / "study.csv")
             print(f"wrote {args.out / 'runs.csv'} ({len(runs)} rows) and study.csv")
         print(f"study: Np={np_}, seeds 0..{args.seeds - 1}, mean gap [95% CI] over seeds")
         for r in summary:

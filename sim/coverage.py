@@ -6,7 +6,8 @@
 
 Every setting is SimConfig's defaults with Np and behaviour changed. One CSV row per
 (setting, seed, method, radius) with the config and seed in every row goes to
-DIR/coverage.csv (default results/coverage); the table printed at the end gives the mean
+DIR/coverage.csv (default results/coverage), assembled from DIR/parts (an interrupted run
+resumes); the table printed at the end gives the mean
 coverage over seeds and users with a 95% t interval over seeds, mean zeta, mean est_err and
 the radius's seconds per seed.
 """
@@ -31,6 +32,14 @@ from sim import bootstrap, confidence, estimators  # noqa: E402
 from sim.cli import OneLineParser  # noqa: E402
 from sim.config import SimConfig  # noqa: E402
 from sim.data import BEHAVIOURS  # noqa: E402
+from sim.parts import (  # noqa: E402
+    claim,
+    finished,
+    part_name,
+    read_parts,
+    write_csv_atomic,
+    write_part,
+)
 from sim.pipeline import build_instance  # noqa: E402
 
 DEFAULT_SETTINGS = "100:poor,100:uniform,20:poor,20:uniform"
@@ -111,14 +120,27 @@ def main(argv=None) -> int:
         print(f"sim.coverage: error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    err = claim(out, "coverage", dict(methods=methods, n_boot=args.n_boot))
+    if err:
+        print(f"sim.coverage: error: {err}", file=sys.stderr)
+        return 2
+    done = finished(out)
     tasks = [(c, s) for c in cfgs for s in range(args.seeds)]
-    for cfg, seed in tqdm(tasks, desc="coverage", unit="seed"):
-        rows += run_seed(cfg, seed, methods)
-        pd.DataFrame(rows).to_csv(out / "coverage.csv", index=False, float_format="%.10g")
-    table = summarise(pd.DataFrame(rows))
-    print(f"wrote {out / 'coverage.csv'} ({len(rows)} rows); target coverage >= "
+    try:
+        for cfg, seed in tqdm(tasks, desc="coverage", unit="seed"):
+            name = part_name(cfg.Np, cfg.behaviour, seed)
+            if name not in done:  # finished (setting, seed) parts survive an interruption
+                write_part(out, name, run_seed(cfg, seed, methods))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished seeds are kept in {out}/parts; re-run to resume",
+              file=sys.stderr)
+        return 130
+    df = read_parts(out)
+    wanted = {part_name(c.Np, c.behaviour, s) for c, s in tasks}
+    df = df[[part_name(n, b, s) in wanted for n, b, s in zip(df["Np"], df["behaviour"], df["seed"])]]
+    write_csv_atomic(df, out / "coverage.csv")
+    table = summarise(df)
+    print(f"wrote {out / 'coverage.csv'} ({len(df)} rows); target coverage >= "
           f"{1 - cfgs[0].delta - 0.05:.2f}")
     with pd.option_context("display.width", 160, "display.max_rows", 200,
                            "display.float_format", "{:.3f}".format):

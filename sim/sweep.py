@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from sim.cli import OneLineParser
 from sim.config import SimConfig
+from sim.parts import finished, part_name, read_parts, write_csv_atomic, write_part
 
 VARY = ("nu", "tail", "Np", "N", "k", "d1")
 SWEEP_METHODS = ("shared", "local", "full", "global", "nuclear")
@@ -123,36 +124,25 @@ def _coerce(kind, raw: str, key: str):
         raise SweepError(f"--set {key}: cannot read {raw!r} as {kind}") from None
 
 
-def _part_name(value, seed) -> str:
-    return f"{value!r}_{seed}".replace("/", "_")
-
-
 def _run_task(cfg: SimConfig, vary: str, value, seed: int, methods, out: Path, artifacts: bool) -> Path:
     from sim.pipeline import run_instance
 
     with threadpool_limits(1):
-        art = out / "artifacts" / f"{_part_name(value, seed)}.npz" if artifacts else None
+        art = out / "artifacts" / f"{part_name(value, seed)}.npz" if artifacts else None
         rows = run_instance(cfg.with_(**{vary: value}), seed, methods, artifacts=art)
     df = pd.DataFrame(rows)
     df.insert(0, "value", value)
     df.insert(0, "vary", vary)
-    path = out / "parts" / f"{_part_name(value, seed)}.csv"
-    tmp = path.with_suffix(".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    return write_part(out, part_name(value, seed), df)
 
 
 def assemble(out: Path, values, seeds, methods) -> pd.DataFrame:
     """runs.csv from the finished parts, ordered by value, seed, method (deterministic)."""
-    frames = [pd.read_csv(p) for p in sorted((out / "parts").glob("*.csv"))]
-    df = pd.concat(frames, ignore_index=True)
+    df = read_parts(out)
     order = {m: i for i, m in enumerate(methods)}
     df = df[df["method"].isin(methods)]
     df = df.assign(_m=df["method"].map(order)).sort_values(["value", "seed", "_m"]).drop(columns="_m")
-    tmp = out / "runs.csv.tmp"
-    df.to_csv(tmp, index=False, float_format="%.10g")
-    os.replace(tmp, out / "runs.csv")
+    write_csv_atomic(df, out / "runs.csv")
     return df
 
 
@@ -176,8 +166,8 @@ def main(argv=None) -> int:
         (out / "artifacts").mkdir(exist_ok=True)
     (out / "sweep.json").write_text(json.dumps(spec, indent=2))
 
-    done = {p.stem for p in (out / "parts").glob("*.csv")}
-    todo = [(v, s) for v in values for s in seeds if _part_name(v, s) not in done]
+    done = finished(out)
+    todo = [(v, s) for v in values for s in seeds if part_name(v, s) not in done]
     if len(todo) < len(values) * len(seeds):
         print(f"resuming: {len(values) * len(seeds) - len(todo)} of {len(values) * len(seeds)} runs already done")
     jobs = min(args.jobs if args.jobs > 0 else (os.cpu_count() or 1), max(len(todo), 1))

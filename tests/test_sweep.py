@@ -118,6 +118,11 @@ def test_algorithm1_study_writes_tidy_csvs(tmp_path):
     for _, row in summary.iterrows():  # the summary is the mean of the per-seed rows
         sel = runs[runs.behaviour == row.behaviour]
         assert row["diff"] == pytest.approx((sel.gap_pess - sel.gap_vanilla).mean())
+    again = subprocess.run([sys.executable, "-m", "sim.algorithm1", "--study", "--seeds", "2",
+                            "--Np", "20", "--out", str(tmp_path)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]  # resumed from parts/: same table
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "study.csv"), summary)
     f = subprocess.run([sys.executable, "-m", "figures", str(tmp_path)], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert f.returncode == 0, f.stderr[-2000:]
