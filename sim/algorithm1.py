@@ -25,18 +25,10 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from sim import estimators  # noqa: E402
+from sim import estimators, parts  # noqa: E402
 from sim.cli import OneLineParser  # noqa: E402
 from sim.config import CONFIDENCE_SETS, RADII, SimConfig  # noqa: E402
 from sim.data import BEHAVIOURS  # noqa: E402
-from sim.parts import (  # noqa: E402
-    claim,
-    finished,
-    part_name,
-    read_parts,
-    write_csv_atomic,
-    write_part,
-)
 from sim.pipeline import run_instance  # noqa: E402
 
 
@@ -54,18 +46,18 @@ def study(cfg: SimConfig, seeds: int, methods=("shared",), out: Path | None = No
     and the per-seed runs.csv-style rows (full config and seed). With ``out``, every finished
     (behaviour, seed) is kept in out/parts (sim.parts): an interrupted study resumes.
     """
-    done = set() if out is None else finished(out)
+    done = set() if out is None else parts.finished(out)
     rows = []
     for behaviour in BEHAVIOURS:
         for s in tqdm(range(seeds), desc=f"pessimism study, {behaviour}", unit="run"):
-            name = part_name(behaviour, s)
+            name = parts.part_name(behaviour, s)
             if name in done:
                 continue
             r = run(cfg.with_(behaviour=behaviour), s, methods)
             if out is not None:
-                write_part(out, name, r)
+                parts.write_part(out, name, r)
             rows += r
-    runs = pd.DataFrame(rows) if out is None else read_parts(out)
+    runs = pd.DataFrame(rows) if out is None else parts.read_parts(out)
     runs = runs[runs["seed"].lt(seeds) & runs["method"].isin(methods)]
     summary = []
     for behaviour in BEHAVIOURS:
@@ -143,7 +135,7 @@ def main(argv=None) -> int:
         if args.out is not None:
             spec = dict(base={k: v for k, v in cfg.as_dict().items() if k != "behaviour"},
                         methods=list(methods))
-            err = claim(args.out, "study", spec)
+            err = parts.claim(args.out, "study", spec)
             if err:
                 ap.error(err)
         try:
@@ -153,8 +145,8 @@ def main(argv=None) -> int:
             print(f"\ninterrupted{where}", file=sys.stderr)
             return 130
         if args.out is not None:
-            write_csv_atomic(runs, args.out / "runs.csv")
-            write_csv_atomic(pd.DataFrame([_flat(r) for r in summary]), args.out / "study.csv")
+            parts.write_csv_atomic(runs, args.out / "runs.csv")
+            parts.write_csv_atomic(pd.DataFrame([_flat(r) for r in summary]), args.out / "study.csv")
             print(f"wrote {args.out / 'runs.csv'} ({len(runs)} rows) and study.csv")
         print(f"study: Np={np_}, seeds 0..{args.seeds - 1}, mean gap [95% CI] over seeds")
         for r in summary:

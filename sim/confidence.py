@@ -78,17 +78,9 @@ def fisher_ellipsoid(method: str, est, data: PreferenceData, k: int, B: float,
     quantile at 1 - delta (a Wald region). Narrow where data and model pin theta down, wide
     elsewhere. Returns (M (N, D, D), zeta (N,)).
     """
-    if method not in CALIBRATED_METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {CALIBRATED_METHODS}")
-    if not 0 < delta < 1:
-        raise ValueError(f"delta must lie in (0, 1), got {delta}")
-    delta_hat = check_estimate(est, data, B, init=init)
+    delta_hat, info = _information(method, est, data, B, delta, init)
     n, d1, d2 = delta_hat.shape
-    theta = delta_hat if init is None else np.asarray(init, dtype=float) + delta_hat
-    info = fisher_information(theta, data)
     D = d1 * d2
-    if method == "global":
-        info = np.broadcast_to(info.sum(0), info.shape)
     extra = (_basis_error_cov(delta_hat, np.asarray(est.basis, dtype=float), info)
              if method == "shared" else np.zeros((n, D, D)))
     metric = np.empty((n, D, D))
@@ -127,17 +119,8 @@ def calibrated_radius(method: str, est, data: PreferenceData, k: int, B: float,
     This ignores the estimators' bias (ball shrinkage, rank truncation when the truth has a
     tail, pooling for ``global``); docs/pessimism.md reports the coverage it achieves.
     """
-    if method not in CALIBRATED_METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {CALIBRATED_METHODS}")
-    if not 0 < delta < 1:
-        raise ValueError(f"delta must lie in (0, 1), got {delta}")
-    delta_hat = check_estimate(est, data, B, init=init)
+    delta_hat, info = _information(method, est, data, B, delta, init)
     n, d1, d2 = delta_hat.shape
-    theta = delta_hat if init is None else np.asarray(init, dtype=float) + delta_hat
-    info = fisher_information(theta, data)
-    if method == "global":
-        pooled = info.sum(0)
-        info = np.broadcast_to(pooled, info.shape)
     shared_cov = None
     if method == "shared":
         if est.basis is None:
@@ -155,6 +138,21 @@ def calibrated_radius(method: str, est, data: PreferenceData, k: int, B: float,
             lam = lam[lam > 0]
         zeta[i] = _quantile(lam, delta)
     return np.minimum(zeta, 4.0 * B**2)
+
+
+def _information(method, est, data, B, delta, init):
+    """Checked inputs of the Fisher-based sets: est.delta (N, d1, d2) and the per-user Fisher
+    information at the fit (N, D, D), pooled over users for ``global``."""
+    if method not in CALIBRATED_METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {CALIBRATED_METHODS}")
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must lie in (0, 1), got {delta}")
+    delta_hat = check_estimate(est, data, B, init=init)
+    theta = delta_hat if init is None else np.asarray(init, dtype=float) + delta_hat
+    info = fisher_information(theta, data)
+    if method == "global":
+        info = np.broadcast_to(info.sum(0), info.shape)
+    return delta_hat, info
 
 
 def _tangent(method: str, delta_i: np.ndarray, k: int, basis) -> np.ndarray:

@@ -28,18 +28,10 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from sim import bootstrap, confidence, estimators  # noqa: E402
+from sim import bootstrap, confidence, estimators, parts  # noqa: E402
 from sim.cli import OneLineParser  # noqa: E402
 from sim.config import SimConfig  # noqa: E402
 from sim.data import BEHAVIOURS  # noqa: E402
-from sim.parts import (  # noqa: E402
-    claim,
-    finished,
-    part_name,
-    read_parts,
-    write_csv_atomic,
-    write_part,
-)
 from sim.pipeline import build_instance  # noqa: E402
 
 DEFAULT_SETTINGS = "100:poor,100:uniform,20:poor,20:uniform"
@@ -120,25 +112,25 @@ def main(argv=None) -> int:
         print(f"sim.coverage: error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    err = claim(out, "coverage", dict(methods=methods, n_boot=args.n_boot))
+    err = parts.claim(out, "coverage", dict(methods=methods, n_boot=args.n_boot))
     if err:
         print(f"sim.coverage: error: {err}", file=sys.stderr)
         return 2
-    done = finished(out)
+    done = parts.finished(out)
     tasks = [(c, s) for c in cfgs for s in range(args.seeds)]
     try:
         for cfg, seed in tqdm(tasks, desc="coverage", unit="seed"):
-            name = part_name(cfg.Np, cfg.behaviour, seed)
+            name = parts.part_name(cfg.Np, cfg.behaviour, seed)
             if name not in done:  # finished (setting, seed) parts survive an interruption
-                write_part(out, name, run_seed(cfg, seed, methods))
+                parts.write_part(out, name, run_seed(cfg, seed, methods))
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished seeds are kept in {out}/parts; re-run to resume",
               file=sys.stderr)
         return 130
-    df = read_parts(out)
-    wanted = {part_name(c.Np, c.behaviour, s) for c, s in tasks}
-    df = df[[part_name(n, b, s) in wanted for n, b, s in zip(df["Np"], df["behaviour"], df["seed"])]]
-    write_csv_atomic(df, out / "coverage.csv")
+    df = parts.read_parts(out)
+    wanted = {parts.part_name(c.Np, c.behaviour, s) for c, s in tasks}
+    df = df[[parts.part_name(n, b, s) in wanted for n, b, s in zip(df["Np"], df["behaviour"], df["seed"])]]
+    parts.write_csv_atomic(df, out / "coverage.csv")
     table = summarise(df)
     print(f"wrote {out / 'coverage.csv'} ({len(df)} rows); target coverage >= "
           f"{1 - cfgs[0].delta - 0.05:.2f}")
