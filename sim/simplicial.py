@@ -49,7 +49,8 @@ def master_step(pts: np.ndarray, lam: np.ndarray, th: np.ndarray, sz: float) -> 
             break
         x = pts @ lam
         p0 = pts[:, idx[0]]
-        Q, R, perm = qr(pts[:, idx[1:]] - p0[:, None], mode="economic", pivoting=True)
+        Q, R, perm = qr(pts[:, idx[1:]] - p0[:, None], mode="economic", pivoting=True,
+                        check_finite=False)
         diag = np.abs(np.diag(R))
         rank = int((diag > RANK_TOL * max(diag[0], 1e-300)).sum())
         if rank == 0:
@@ -65,7 +66,7 @@ def master_step(pts: np.ndarray, lam: np.ndarray, th: np.ndarray, sz: float) -> 
             direction, t_max = U @ tq, np.inf
         # Basic solution of (hull directions) c = direction: dependent columns keep c = 0.
         c = np.zeros(idx.size - 1)
-        c[perm[:rank]] = solve_triangular(R[:rank, :rank], U.T @ direction)
+        c[perm[:rank]] = solve_triangular(R[:rank, :rank], U.T @ direction, check_finite=False)
         delta = np.zeros_like(lam)
         delta[idx[1:]] = c
         delta[idx[0]] = -c.sum()
