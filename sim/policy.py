@@ -153,16 +153,12 @@ class PessimisticSolver:
         self.strict = bool(strict)
         self._last = None  # (key, PolicyResult) of the previous solve
         self.max_lp = int(max_lp) if max_lp is not None else MAX_LP_PER_DIM * (D + 1) + MAX_LP_BASE
-        self._flow_dense, self._rhs = _flow_constraints(mdp)
-        self._phi_h = np.tile(self._phi, (H, 1))
-        # Orthogonal projector (D, D) onto W = Phi^T (null space of the flow equations), a
-        # subspace containing every v(d) = Phi^T (d - d_ref), d in the occupancy polytope.
-        _, sv, vt = np.linalg.svd(self._flow_dense)
+        # Orthonormal basis (D, w) of W = Phi^T (null space of the flow equations), a subspace
+        # containing every v(d) = Phi^T (d - d_ref), d in the occupancy polytope.
+        _, sv, vt = np.linalg.svd(_flow_constraints(mdp)[0])
         null = vt[int((sv > 1e-10 * sv[0]).sum()):].T
-        u, sw, _ = np.linalg.svd(self._phi_h.T @ null, full_matrices=False)
-        basis = u[:, sw > 1e-10 * max(sw.max(initial=0.0), 1e-300)]
-        self._span_basis = basis
-        self._span_proj = basis @ basis.T
+        u, sw, _ = np.linalg.svd(np.tile(self._phi, (H, 1)).T @ null, full_matrices=False)
+        self._span_basis = u[:, sw > 1e-10 * max(sw.max(initial=0.0), 1e-300)]
         if solver == "socp":
             self._socp = OccupancySOCP(mdp, self._phi, self._ref_feat)
 
@@ -204,12 +200,10 @@ class PessimisticSolver:
 
     def _solve(self, theta_hat: np.ndarray, zeta: float, root, start: float) -> PolicyResult:
         th = theta_hat.reshape(-1)
-        if root is None:
-            proj_th, lift = self._span_proj @ th, th
-        else:  # W' = M^(-1/2) W and theta' = M^(1/2) theta_hat
-            q = np.linalg.qr(root[0] @ self._span_basis)[0]
-            lift = root[1] @ th
-            proj_th = q @ (q.T @ lift)
+        # In the metric's coordinates: W' = M^(-1/2) W, theta' = M^(1/2) theta_hat.
+        q = self._span_basis if root is None else np.linalg.qr(root[0] @ self._span_basis)[0]
+        lift = th if root is None else root[1] @ th
+        proj_th = q @ (q.T @ lift)
         if zeta > 0 and np.linalg.norm(proj_th) <= np.sqrt(zeta):
             # Exact certificate that (*) = 0 at d_ref: v(d) lies in span W for every d, so
             # <v, theta_hat> = <v, P_W theta_hat> <= ||P_W theta_hat|| ||v|| <= sqrt(zeta) ||v||
@@ -307,10 +301,8 @@ class PessimisticSolver:
                                f"(upper bound {ub}, objective {obj})")
         pi = extract_policy(d)
         v = self._v(occupancy(mdp, pi).reshape(-1))  # exact re-evaluation of the policy
-        vm = to_master(v)
-        u = vm / max(np.linalg.norm(vm), 1e-300)
-        theta_worst = (th - sz * (u if root is None else root[0] @ u)).reshape(mdp.d1, mdp.d2)
-        return pi, float(v @ th - sz * np.linalg.norm(vm)), ub, n_lp, theta_worst
+        theta_worst = self._worst_theta(th, sz, v, root).reshape(mdp.d1, mdp.d2)
+        return pi, float(v @ th - sz * np.linalg.norm(to_master(v))), ub, n_lp, theta_worst
 
     def _budget_exhausted(self, ub: float, lb: float, why: str | None = None) -> None:
         why = why or f"max_lp={self.max_lp} LPs were used"
@@ -342,14 +334,13 @@ class PessimisticSolver:
         """v(d) = Phi^T (d - d_ref) summed over steps, (D,), for a flat occupancy x (H S A,)."""
         return x.reshape(self.mdp.H, -1).sum(0) @ self._phi - self._ref_feat
 
-    def _worst_theta(self, th, sz, d, v=None) -> np.ndarray:
-        """argmin over the ball of <v(d), theta>: theta_hat - sqrt(zeta) v / ||v||, flat (D,)."""
-        if v is None:
-            v = self._v(np.asarray(d).reshape(-1))
-        norm = np.linalg.norm(v)
-        if norm == 0.0 or sz == 0.0:
-            return th.copy()
-        return th - sz * v / norm
+    @staticmethod
+    def _worst_theta(th, sz, v, root=None) -> np.ndarray:
+        """argmin of <v, theta> over the set: theta_hat - sqrt(zeta) u, u = v / ||v|| (ball) or
+        M^(-1/2) v' / ||v'||, v' = M^(-1/2) v (ellipsoid, root = (M^(-1/2), M^(1/2))); flat (D,)."""
+        vm = v if root is None else root[0] @ v
+        u = vm / max(np.linalg.norm(vm), 1e-300)
+        return th - sz * (u if root is None else root[0] @ u)
 
     # ------------------------------------------------------------------ SOCP path
     def _solve_socp(self, theta_hat, zeta):
@@ -362,7 +353,8 @@ class PessimisticSolver:
         # answer is kept only when this certified gap is within tol.
         obj = pessimistic_objective(mdp, occupancy(mdp, pi), self.d_ref, theta_hat, zeta)
         th = theta_hat.reshape(-1)
-        theta_worst = self._worst_theta(th, np.sqrt(zeta), dv).reshape(mdp.d1, mdp.d2)
+        v = self._v(dv.reshape(-1))
+        theta_worst = self._worst_theta(th, np.sqrt(zeta), v).reshape(mdp.d1, mdp.d2)
         ub = self._dual_bound(theta_worst.reshape(-1))[1]
         if not self._converged(ub, obj) and self.strict:
             raise RuntimeError(f"Clarabel's SOCP answer (status {status!r}) has certified gap "
