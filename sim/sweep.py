@@ -10,7 +10,7 @@ same command skips finished tasks. runs.csv is re-assembled from the parts in a 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -20,9 +20,9 @@ from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from sim.cli import OneLineParser
+from sim.cli import CliError, OneLineParser, check_memory, check_out_dir, int_at_least, sim_instance_bytes
 from sim.config import SimConfig
-from sim.parts import finished, part_name, read_parts, write_csv_atomic, write_part
+from sim.parts import ResultError, claim, finished, part_name, read_parts, write_csv_atomic, write_part
 
 VARY = ("nu", "tail", "Np", "N", "k", "d1")
 SWEEP_METHODS = ("shared", "local", "full", "global", "nuclear")
@@ -42,7 +42,7 @@ QUICK = dict(values=3, seeds=3)
 INTEGER_FIELDS = ("Np", "N", "k", "d1")
 
 
-class SweepError(ValueError):
+class SweepError(CliError):
     """Bad command-line input: reported as one line with exit status 2."""
 
 
@@ -52,10 +52,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="Sweep one parameter of the simulated P-ShareLoRA pipeline (Algorithm 1) "
                     "over seeds, fit log-log slopes, compare with the paper's bounds, draw figures.")
     p.add_argument("--vary", required=True, choices=VARY, help="parameter to vary")
-    p.add_argument("--values", help="comma-separated grid (default: a built-in grid per --vary)")
-    p.add_argument("--seeds", type=int, default=10, help="number of seeds 0..S-1 (default 10)")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                   help="parallel worker processes (joblib; one BLAS thread each). Default: cores")
+    p.add_argument("--values", help="comma-separated grid, e.g. --values 50,100,200 "
+                                    "(default: a built-in grid per --vary, sim/sweep.py::GRIDS)")
+    p.add_argument("--seeds", type=int, default=10, help="number of seeds 0..S-1")
+    p.add_argument("--jobs", type=int_at_least(-1), default=os.cpu_count() or 1,
+                   help="parallel worker processes (joblib; one BLAS thread each; -1: all cores). "
+                        "Default: the number of cores")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma-separated subset of {','.join(SWEEP_METHODS)}")
     p.add_argument("--out", help="output directory (default results/sweep-<vary>)")
@@ -78,6 +80,8 @@ def plan(args: argparse.Namespace) -> tuple[SimConfig, list, list[int], list[str
     bad = [m for m in methods if m not in SWEEP_METHODS]
     if bad or not methods:
         raise SweepError(f"unknown method(s) {bad or methods}; choose from {','.join(SWEEP_METHODS)}")
+    if len(set(methods)) != len(methods):
+        raise SweepError(f"--methods lists a method twice: {args.methods!r}")
     grid = GRIDS[args.vary]
     base = dict(grid["base"])
     names = SimConfig.field_names()
@@ -85,12 +89,17 @@ def plan(args: argparse.Namespace) -> tuple[SimConfig, list, list[int], list[str
         key, sep, raw = item.partition("=")
         if not sep or key not in names:
             raise SweepError(f"--set expects FIELD=VALUE with FIELD in {','.join(names)}; got {item!r}")
+        if key == args.vary:
+            raise SweepError(f"--set {key}=... conflicts with --vary {key} (the grid sets {key}); "
+                             "use --values")
         base[key] = _coerce(SimConfig.__dataclass_fields__[key].type, raw, key)
-    if args.values:
+    if args.values is not None:
         try:
-            values = [float(v) for v in args.values.split(",") if v.strip()]
+            values = [float(v) for v in args.values.split(",")]
         except ValueError:
             raise SweepError(f"--values must be comma-separated numbers, got {args.values!r}") from None
+        if not all(math.isfinite(v) for v in values):
+            raise SweepError(f"--values must be finite numbers, got {args.values!r}")
     else:
         values = list(grid["values"])
     if args.vary in INTEGER_FIELDS:
@@ -111,7 +120,11 @@ def plan(args: argparse.Namespace) -> tuple[SimConfig, list, list[int], list[str
         for v in values:
             if v <= 0:
                 raise ValueError(f"{args.vary} must be positive, got {v}")
-            cfg.with_(**{args.vary: v})
+            jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
+            check_memory(sim_instance_bytes(cfg.with_(**{args.vary: v})) * jobs,
+                         f"--vary {args.vary} at {v:g} with --jobs {args.jobs}")
+    except CliError as e:
+        raise SweepError(str(e)) from None
     except (ValueError, TypeError) as e:
         raise SweepError(f"infeasible --vary {args.vary} value: {e}") from None
     return cfg, values, seeds, methods
@@ -119,9 +132,12 @@ def plan(args: argparse.Namespace) -> tuple[SimConfig, list, list[int], list[str
 
 def _coerce(kind, raw: str, key: str):
     try:
-        return {"int": int, "float": float, "str": str}[str(kind)](raw)
+        value = {"int": int, "float": float, "str": str}[str(kind)](raw)
     except (KeyError, ValueError):
         raise SweepError(f"--set {key}: cannot read {raw!r} as {kind}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SweepError(f"--set {key}: {raw!r} is not a finite number")
+    return value
 
 
 def _run_task(cfg: SimConfig, vary: str, value, seed: int, methods, out: Path, artifacts: bool) -> Path:
@@ -137,10 +153,14 @@ def _run_task(cfg: SimConfig, vary: str, value, seed: int, methods, out: Path, a
 
 
 def assemble(out: Path, values, seeds, methods) -> pd.DataFrame:
-    """runs.csv from the finished parts, ordered by value, seed, method (deterministic)."""
-    df = read_parts(out)
+    """runs.csv from the parts of this grid (every one intact, ResultError otherwise), ordered
+    by value, seed, method (deterministic)."""
+    names = {part_name(v, s) for v in values for s in seeds}
+    df = read_parts(out, names)
+    if len(df) != len(names) * len(methods):
+        raise ResultError(f"{out}/parts holds {len(df)} rows for this grid, expected "
+                          f"{len(names) * len(methods)}; re-run the same command to recompute")
     order = {m: i for i, m in enumerate(methods)}
-    df = df[df["method"].isin(methods)]
     df = df.assign(_m=df["method"].map(order)).sort_values(["value", "seed", "_m"]).drop(columns="_m")
     write_csv_atomic(df, out / "runs.csv")
     return df
@@ -150,23 +170,19 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         cfg, values, seeds, methods = plan(args)
-    except SweepError as e:
+        out = check_out_dir(args.out or f"results/sweep-{args.vary}")
+    except CliError as e:
         print(f"sim.sweep: error: {e}", file=sys.stderr)
         return 2
-    out = Path(args.out or f"results/sweep-{args.vary}")
     spec = dict(vary=args.vary, values=values, seeds=seeds, methods=methods, base=cfg.as_dict())
-    if (out / "sweep.json").exists():
-        old = json.loads((out / "sweep.json").read_text())
-        if {k: old.get(k) for k in ("vary", "base", "methods")} != {k: spec[k] for k in ("vary", "base", "methods")}:
-            print(f"sim.sweep: error: {out} holds a different sweep (see its sweep.json); "
-                  "choose another --out", file=sys.stderr)
-            return 2
-    (out / "parts").mkdir(parents=True, exist_ok=True)
+    err = claim(out, "sweep", spec, keys=("vary", "base", "methods"))
+    if err:
+        print(f"sim.sweep: error: {err}", file=sys.stderr)
+        return 2
     if args.save_artifacts:
         (out / "artifacts").mkdir(exist_ok=True)
-    (out / "sweep.json").write_text(json.dumps(spec, indent=2))
 
-    done = finished(out)
+    done = finished(out, rows=len(methods), prog="sim.sweep")
     todo = [(v, s) for v in values for s in seeds if part_name(v, s) not in done]
     if len(todo) < len(values) * len(seeds):
         print(f"resuming: {len(values) * len(seeds) - len(todo)} of {len(values) * len(seeds)} runs already done")
@@ -190,13 +206,19 @@ def main(argv=None) -> int:
 
     from sim.analysis import write_analysis
 
-    runs = assemble(out, values, seeds, methods)
+    try:
+        runs = assemble(out, values, seeds, methods)
+    except ResultError as e:
+        print(f"sim.sweep: error: {e}", file=sys.stderr)
+        return 2
     slopes = write_analysis(runs, args.vary, out)
+    figs = []
     if not args.no_figures:
         from figures.sim_plots import make_sweep_figures
 
-        make_sweep_figures(out)
-    print(f"wrote {out}/runs.csv ({len(runs)} rows), slopes.csv, summary.md")
+        figs = make_sweep_figures(out)
+    print(f"wrote {out}/runs.csv ({len(runs)} rows), {out}/slopes.csv, {out}/summary.md"
+          + (f" and {len(figs)} figure files ({', '.join(p.name for p in figs)})" if figs else ""))
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(slopes[["quantity", "method", "bound", "predicted_slope", "measured_slope",
                       "ci_low", "ci_high", "verdict"]].to_string(index=False))
