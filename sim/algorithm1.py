@@ -26,7 +26,16 @@ from scipy import stats  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from sim import estimators, parts  # noqa: E402
-from sim.cli import OneLineParser  # noqa: E402
+from sim.cli import (  # noqa: E402
+    CliError,
+    OneLineParser,
+    check_memory,
+    check_out_dir,
+    int_at_least,
+    nonneg_int,
+    positive_float,
+    sim_instance_bytes,
+)
 from sim.config import CONFIDENCE_SETS, RADII, SimConfig  # noqa: E402
 from sim.data import BEHAVIOURS  # noqa: E402
 from sim.pipeline import run_instance  # noqa: E402
@@ -46,7 +55,7 @@ def study(cfg: SimConfig, seeds: int, methods=("shared",), out: Path | None = No
     and the per-seed runs.csv-style rows (full config and seed). With ``out``, every finished
     (behaviour, seed) is kept in out/parts (sim.parts): an interrupted study resumes.
     """
-    done = set() if out is None else parts.finished(out)
+    done = set() if out is None else parts.finished(out, rows=len(methods), prog="sim.algorithm1")
     rows = []
     for behaviour in BEHAVIOURS:
         for s in tqdm(range(seeds), desc=f"pessimism study, {behaviour}", unit="run"):
@@ -57,7 +66,8 @@ def study(cfg: SimConfig, seeds: int, methods=("shared",), out: Path | None = No
             if out is not None:
                 parts.write_part(out, name, r)
             rows += r
-    runs = pd.DataFrame(rows) if out is None else parts.read_parts(out)
+    names = [parts.part_name(b, s) for b in BEHAVIOURS for s in range(seeds)]
+    runs = pd.DataFrame(rows) if out is None else parts.read_parts(out, names)
     runs = runs[runs["seed"].lt(seeds) & runs["method"].isin(methods)]
     summary = []
     for behaviour in BEHAVIOURS:
@@ -92,44 +102,45 @@ def _ci(x: np.ndarray) -> tuple[float, float, float]:
 
 def main(argv=None) -> int:
     ap = OneLineParser(prog="python -m sim.algorithm1", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seed", type=int, default=0, help="instance seed (SeedSequence)")
+    ap.add_argument("--seed", type=nonneg_int, default=0, help="instance seed (SeedSequence)")
     ap.add_argument("--behaviour", choices=BEHAVIOURS, default="poor",
                     help="behaviour policy mu0 = mu1 = mu_ref")
-    ap.add_argument("--Np", type=int, default=None,
+    ap.add_argument("--Np", type=int_at_least(1), default=None,
                     help="comparisons per user (default 100; 20 with --study)")
     ap.add_argument("--methods", default=None,
                     help="comma-separated estimator names (default shared,local,full,global; "
                          "shared with --study)")
     ap.add_argument("--study", action="store_true",
                     help="pessimism vs plug-in over seeds, both behaviours, with 95%% CIs")
-    ap.add_argument("--seeds", type=int, default=20, help="seeds of the study")
+    ap.add_argument("--seeds", type=int_at_least(2), default=20, help="seeds of the study")
     ap.add_argument("--radius", choices=RADII, default="calibrated",
                     help="confidence radius of Eq. 3.6 (SimConfig.radius)")
     ap.add_argument("--confidence-set", choices=CONFIDENCE_SETS, default="ball",
                     help="shape of R_i: Eq. 3.6's ball, or the per-user Fisher ellipsoid "
                          "(extension, not in the paper)")
-    ap.add_argument("--zeta-c", type=float, default=1.0,
+    ap.add_argument("--zeta-c", type=positive_float, default=1.0,
                     help="constant c of the theory radius (with --radius theory)")
     ap.add_argument("--out", type=Path, default=None,
                     help="with --study: write DIR/runs.csv (one row per behaviour, seed and "
                          "method, full config) and DIR/study.csv (the summary table)")
     args = ap.parse_args(argv)
-    methods = tuple((args.methods or ("shared" if args.study else "shared,local,full,global"))
-                    .split(","))
+    methods = tuple(m.strip() for m in (args.methods or ("shared" if args.study else
+                                                         "shared,local,full,global")).split(","))
     bad = [m for m in methods if m not in estimators.METHODS]
     if bad:
         ap.error(f"unknown method(s) {bad}; expected some of {estimators.METHODS}")
+    if len(set(methods)) != len(methods):
+        ap.error(f"--methods lists a method twice: {args.methods!r}")
     if args.out is not None and not args.study:
         ap.error("--out needs --study (the single-instance demo only prints)")
-    if args.seeds < 2:
-        ap.error(f"--seeds must be at least 2, got {args.seeds}")
     np_ = args.Np if args.Np is not None else (20 if args.study else 100)
-    if np_ < 1:
-        ap.error(f"--Np must be positive, got {np_}")
     try:
         cfg = SimConfig(Np=np_, behaviour=args.behaviour, radius=args.radius, zeta_c=args.zeta_c,
                         confidence_set=args.confidence_set)
-    except ValueError as e:
+        check_memory(sim_instance_bytes(cfg), f"--Np {np_}")
+        if args.out is not None:
+            check_out_dir(args.out)
+    except (CliError, ValueError) as e:
         ap.error(str(e))
     if args.study:
         if args.out is not None:
@@ -144,10 +155,12 @@ def main(argv=None) -> int:
             where = f"; finished runs are kept in {args.out}/parts, re-run to resume" if args.out else ""
             print(f"\ninterrupted{where}", file=sys.stderr)
             return 130
+        except parts.ResultError as e:
+            ap.error(str(e))
         if args.out is not None:
             parts.write_csv_atomic(runs, args.out / "runs.csv")
             parts.write_csv_atomic(pd.DataFrame([_flat(r) for r in summary]), args.out / "study.csv")
-            print(f"wrote {args.out / 'runs.csv'} ({len(runs)} rows) and study.csv")
+            print(f"wrote {args.out / 'runs.csv'} ({len(runs)} rows) and {args.out / 'study.csv'}")
         print(f"study: Np={np_}, seeds 0..{args.seeds - 1}, mean gap [95% CI] over seeds")
         for r in summary:
             f = "{0:.4f} [{1:.4f}, {2:.4f}]".format

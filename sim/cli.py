@@ -26,7 +26,8 @@ class DefaultsFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         default = action.default
-        if ("default" in text.lower() or default in (None, False, argparse.SUPPRESS)
+        if ("default" in text.lower() or any(default is x for x in (None, False, argparse.SUPPRESS))
+                or (isinstance(default, (list, tuple)) and not default)
                 or action.nargs == 0 or not action.option_strings):
             return text
         return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"

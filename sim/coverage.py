@@ -29,7 +29,14 @@ from scipy import stats  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from sim import bootstrap, confidence, estimators, parts  # noqa: E402
-from sim.cli import OneLineParser  # noqa: E402
+from sim.cli import (  # noqa: E402
+    CliError,
+    OneLineParser,
+    check_memory,
+    check_out_dir,
+    int_at_least,
+    sim_instance_bytes,
+)
 from sim.config import SimConfig  # noqa: E402
 from sim.data import BEHAVIOURS  # noqa: E402
 from sim.pipeline import build_instance  # noqa: E402
@@ -91,10 +98,11 @@ def _settings(text: str) -> list[tuple[int, str]]:
 
 def main(argv=None) -> int:
     ap = OneLineParser(prog="python -m sim.coverage", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, default=20, help="seeds 0..S-1 (default 20)")
+    ap.add_argument("--seeds", type=int_at_least(2), default=20, help="seeds 0..S-1")
     ap.add_argument("--settings", default=DEFAULT_SETTINGS, help="comma-separated Np:behaviour")
     ap.add_argument("--methods", default="shared,local,full,global", help="estimators")
-    ap.add_argument("--n-boot", type=int, default=bootstrap.DEFAULT_N_BOOT, help="replicates")
+    ap.add_argument("--n-boot", type=int_at_least(2), default=bootstrap.DEFAULT_N_BOOT,
+                    help="bootstrap replicates per stage")
     ap.add_argument("--out", default="results/coverage", help="output directory")
     args = ap.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -107,16 +115,23 @@ def main(argv=None) -> int:
         if bad or not methods:
             raise ValueError(f"unknown method(s) {bad or methods}; "
                              f"choose from {','.join(confidence.CALIBRATED_METHODS)}")
-        cfgs = [SimConfig(Np=n, behaviour=b, n_boot=args.n_boot) for n, b in _settings(args.settings)]
-    except ValueError as e:
+        if len(set(methods)) != len(methods):
+            raise ValueError(f"--methods lists a method twice: {args.methods!r}")
+        settings = _settings(args.settings)
+        if len(set(settings)) != len(settings):
+            raise ValueError(f"--settings lists a setting twice: {args.settings!r}")
+        cfgs = [SimConfig(Np=n, behaviour=b, n_boot=args.n_boot) for n, b in settings]
+        for c in cfgs:
+            check_memory(sim_instance_bytes(c), f"--settings {c.Np}:{c.behaviour}")
+        out = check_out_dir(args.out)
+    except (CliError, ValueError) as e:
         print(f"sim.coverage: error: {e}", file=sys.stderr)
         return 2
-    out = Path(args.out)
     err = parts.claim(out, "coverage", dict(methods=methods, n_boot=args.n_boot))
     if err:
         print(f"sim.coverage: error: {err}", file=sys.stderr)
         return 2
-    done = parts.finished(out)
+    done = parts.finished(out, rows=4 * len(methods), prog="sim.coverage")
     tasks = [(c, s) for c in cfgs for s in range(args.seeds)]
     try:
         for cfg, seed in tqdm(tasks, desc="coverage", unit="seed"):
@@ -127,9 +142,11 @@ def main(argv=None) -> int:
         print(f"\ninterrupted: finished seeds are kept in {out}/parts; re-run to resume",
               file=sys.stderr)
         return 130
-    df = parts.read_parts(out)
-    wanted = {parts.part_name(c.Np, c.behaviour, s) for c, s in tasks}
-    df = df[[parts.part_name(n, b, s) in wanted for n, b, s in zip(df["Np"], df["behaviour"], df["seed"])]]
+    try:
+        df = parts.read_parts(out, [parts.part_name(c.Np, c.behaviour, s) for c, s in tasks])
+    except parts.ResultError as e:
+        print(f"sim.coverage: error: {e}", file=sys.stderr)
+        return 2
     parts.write_csv_atomic(df, out / "coverage.csv")
     table = summarise(df)
     print(f"wrote {out / 'coverage.csv'} ({len(df)} rows); target coverage >= "

@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from sim.cli import OneLineParser
+from sim.cli import OneLineParser, nonneg_int, positive_int
 from sim.data import behaviour_policy, make_preferences
 from sim.estimators import METHODS, fit
 from sim.mdp import random_mdp
@@ -24,21 +24,8 @@ D1, D2, K = 20, 4, 3
 NU, TAIL, B = 0.15, 0.05, 1.0
 
 
-def _int_at_least(minimum: int, what: str):
-    """argparse type: an integer >= minimum, with a one-line message otherwise."""
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a {what} integer, got {raw!r}")
-        return value
-    return parse
-
-
-_positive_int = _int_at_least(1, "positive")
-_seed = _int_at_least(0, "non-negative")
+_positive_int = positive_int
+_seed = nonneg_int
 
 
 def _methods(raw: str) -> list[str]:
@@ -51,11 +38,10 @@ def _methods(raw: str) -> list[str]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = OneLineParser(prog="python -m sim.demo", description=__doc__.split("\n\n")[0])
-    p.add_argument("--seed", type=_seed, default=0, help="seed of the instance (default 0)")
-    p.add_argument("--Np", type=_positive_int, default=100,
-                   help="comparisons per user (default 100)")
-    p.add_argument("--N", type=_positive_int, default=50, help="number of users (default 50)")
-    p.add_argument("--methods", type=_methods, default=list(METHODS),
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the instance")
+    p.add_argument("--Np", type=_positive_int, default=100, help="comparisons per user")
+    p.add_argument("--N", type=_positive_int, default=50, help="number of users")
+    p.add_argument("--methods", type=_methods, default=",".join(METHODS),
                    help=f"comma-separated subset of {','.join(METHODS)}")
     return p.parse_args(argv)
 
