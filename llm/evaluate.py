@@ -9,6 +9,7 @@ accuracy per method (Figure 1) and per labeler (Figure 2) of several run directo
 from __future__ import annotations
 
 import csv
+import io
 import sys
 from pathlib import Path
 
@@ -70,11 +71,15 @@ def metrics_rows(cfg, per_labeler: list[dict]) -> list[dict]:
 
 
 def write_csv(path: Path, rows: list[dict], columns: tuple[str, ...]) -> None:
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(columns))
-        w.writeheader()
-        for row in rows:
-            w.writerow({c: _fmt(row[c]) for c in columns})
+    """Write atomically, then the completeness marker path.ok (sim.parts, docs/formats.md)."""
+    from sim.parts import write_checked
+
+    fh = io.StringIO(newline="")
+    w = csv.DictWriter(fh, fieldnames=list(columns))
+    w.writeheader()
+    for row in rows:
+        w.writerow({c: _fmt(row[c]) for c in columns})
+    write_checked(path, fh.getvalue().encode(), len(rows), columns)
 
 
 def read_metrics(paths: list[Path]) -> list[dict]:

@@ -8,19 +8,21 @@ structure P-ShareLoRA assumes. Labels are Bradley-Terry: P(choice = 0) = sigmoid
 r_i(s1)). Worker counts are unequal (the top five are capped by the loader, two minor workers
 are ranked out) and a few CNN/DM rows without a post are included, as in the real data.
 
-``python -m llm.synth --out DIR`` writes DIR/comparisons/batch*.json and DIR/synth_meta.json
-(the true weights and the Bayes accuracy per worker).
+``python -m llm.synth [--out DIR]`` writes DIR/comparisons/batch*.json and DIR/synth_meta.json
+(the true weights and the Bayes accuracy per worker); DIR defaults to results/synth (ignored
+by git: the default size is about 25 MB).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from sim.cli import OneLineParser
+from sim.cli import CliError, OneLineParser, check_memory, check_out_dir, nonneg_int, positive_int
 
 TRAITS = ("length", "overlap", "casual", "question", "emotion")
 W_COMMON = np.array([0.0, 1.5, 0.0, 0.0, 0.0])
@@ -29,6 +31,7 @@ D_EXPRESSIVE = np.array([0.0, 0.0, 0.5, 1.0, 1.0]) / 1.5
 PERSONAL_SCALE = 2.5  # std of a_i, b_i; sets how far labelers disagree
 N_MINOR_WORKERS = 2
 CNNDM_ROWS_PER_WORKER = 3
+ROW_BYTES = 3000  # a row held in memory as Python objects (measured: about 2.5 kB)
 
 SUBREDDITS = {
     "relationships": ["girlfriend", "boyfriend", "partner", "best friend", "roommate"],
@@ -162,10 +165,16 @@ def write_dataset(out: Path, rows: list[dict], meta: dict) -> list[Path]:
     paths = []
     for batch, batch_rows in sorted(by_batch.items()):
         path = out / "comparisons" / f"{batch}.json"
-        path.write_text("".join(json.dumps(r) + "\n" for r in batch_rows))
+        _write_atomic(path, "".join(json.dumps(r) + "\n" for r in batch_rows))
         paths.append(path)
-    (out / "synth_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    _write_atomic(out / "synth_meta.json", json.dumps(meta, indent=2) + "\n")
     return paths
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,24 +182,29 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m llm.synth",
         description="Write synthetic TL;DR comparisons (official JSON-lines schema).",
     )
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--workers", type=int, default=5, help="labelers kept by the loader")
-    parser.add_argument("--train-per-worker", type=int, default=5373)
-    parser.add_argument("--valid-per-worker", type=int, default=1238)
+    parser.add_argument("--out", type=Path, default=Path("results/synth"), help="output directory")
+    parser.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
+    parser.add_argument("--workers", type=positive_int, default=5, help="labelers kept by the loader")
+    parser.add_argument("--train-per-worker", type=positive_int, default=5373,
+                        help="train comparisons of the smallest kept worker (the paper's 5,373)")
+    parser.add_argument("--valid-per-worker", type=positive_int, default=1238,
+                        help="validation comparisons of the smallest kept worker (1,238)")
     args = parser.parse_args(argv)
-    for name in ("workers", "train_per_worker", "valid_per_worker"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.seed < 0:
-        parser.error(f"--seed must be >= 0, got {args.seed}")
+    n_rows = (args.workers + N_MINOR_WORKERS) * (args.train_per_worker + args.valid_per_worker
+                                                 + 7 * args.workers)
+    try:
+        check_memory(ROW_BYTES * n_rows, f"{n_rows} synthetic rows")
+        check_out_dir(args.out)
+    except CliError as err:
+        return parser.fail(err)
     rows, meta = make_rows(args.seed, args.workers, args.train_per_worker, args.valid_per_worker)
     paths = write_dataset(args.out, rows, meta)
     bayes = np.mean([meta["bayes_valid_accuracy"][w] for w in meta["workers"][: args.workers]])
     common = np.mean(
         [meta["common_weight_valid_accuracy"][w] for w in meta["workers"][: args.workers]]
     )
-    print(f"wrote {len(rows)} rows in {len(paths)} files to {args.out / 'comparisons'}; "
+    print(f"wrote {len(rows)} rows in {len(paths)} files to {args.out / 'comparisons'} and "
+          f"{args.out / 'synth_meta.json'}; "
           f"top {args.workers} workers' expected validation accuracy: {bayes:.3f} with their "
           f"own reward (Bayes), {common:.3f} with the mean reward (best global)")
     return 0

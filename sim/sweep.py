@@ -20,9 +20,24 @@ from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from sim.cli import CliError, OneLineParser, check_memory, check_out_dir, int_at_least, sim_instance_bytes
+from sim.cli import (
+    CliError,
+    OneLineParser,
+    check_memory,
+    check_out_dir,
+    int_at_least,
+    sim_instance_bytes,
+)
 from sim.config import SimConfig
-from sim.parts import ResultError, claim, finished, part_name, read_parts, write_csv_atomic, write_part
+from sim.parts import (
+    ResultError,
+    claim,
+    finished,
+    part_name,
+    read_parts,
+    write_csv_atomic,
+    write_part,
+)
 
 VARY = ("nu", "tail", "Np", "N", "k", "d1")
 SWEEP_METHODS = ("shared", "local", "full", "global", "nuclear")
