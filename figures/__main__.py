@@ -14,40 +14,63 @@ from pathlib import Path
 from sim.cli import OneLineParser
 
 
+def _plan(d: Path) -> tuple[str, list[Path]]:
+    """(kind, llm run dirs) of one result directory, every input validated (figures.inputs)."""
+    from figures import inputs
+    from figures.llm_plots import metrics_files
+
+    kind = "study" if (d / "study.csv").exists() else "sweep" if (d / "runs.csv").exists() else ""
+    if kind == "study":
+        inputs.load_study(d)
+    elif kind == "sweep":
+        inputs.load_runs(d)
+    llm = metrics_files([d])
+    for f in llm:
+        inputs.load_metrics(f)
+    return kind, llm
+
+
 def main(argv=None) -> int:
     p = OneLineParser(prog="python -m figures", description=__doc__.splitlines()[0])
     p.add_argument("dirs", nargs="*", help="result directories (default: results/*)")
     args = p.parse_args(argv)
     dirs = [Path(d) for d in args.dirs] or sorted(d for d in Path("results").glob("*") if d.is_dir())
     if not dirs:
-        print("figures: error: no result directories given and none under results/", file=sys.stderr)
-        return 2
-    written = []
-    for d in dirs:
+        return p.fail("no result directories given and none under results/")
+    from sim.parts import ResultError
+
+    plans = []
+    for d in dirs:  # validate everything before writing anything
         if not d.is_dir():
-            print(f"figures: error: {d} is not a directory", file=sys.stderr)
-            return 2
-        if (d / "study.csv").exists():  # python -m sim.algorithm1 --study --out d
+            return p.fail(f"{d} is not a directory")
+        try:
+            plans.append((d, *_plan(d)))
+        except ResultError as err:
+            return p.fail(err)
+    written = []
+    for d, kind, llm in plans:
+        if kind == "study":  # python -m sim.algorithm1 --study --out d
             from figures.sim_plots import make_study_figure
 
             written += make_study_figure(d)
-        elif (d / "runs.csv").exists():
-            import pandas as pd
-
+        elif kind == "sweep":
+            from figures.inputs import load_runs
             from figures.sim_plots import make_sweep_figures
             from sim.analysis import write_analysis  # slopes/summary are tables: rebuild them too
 
-            runs = pd.read_csv(d / "runs.csv")
+            runs = load_runs(d)
             write_analysis(runs, str(runs["vary"].iloc[0]), d)
-            written += make_sweep_figures(d)
-        llm_dirs = [d] if (d / "metrics.csv").exists() else sorted(p.parent for p in d.glob("*/metrics.csv"))
-        if llm_dirs:
+            written += [d / "slopes.csv", d / "summary.md"] + make_sweep_figures(d)
+        if llm:
             from figures.llm_plots import make_llm_figures
 
-            written += make_llm_figures(llm_dirs, d)
-        if not (d / "runs.csv").exists() and not llm_dirs:
-            print(f"figures: warning: {d} holds neither runs.csv nor metrics.csv; skipped", file=sys.stderr)
-    print(f"figures: wrote {len(written)} files")
+            written += make_llm_figures(llm, d)
+        if not kind and not llm:
+            print(f"figures: warning: {d} holds neither runs.csv nor metrics.csv; skipped",
+                  file=sys.stderr)
+    print(f"figures: wrote {len(written)} files:")
+    for path in written:
+        print(f"  {path}")
     return 0
 
 

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -21,19 +20,20 @@ LABELS = {
 }
 
 
+def metrics_files(result_dirs: list[Path]) -> list[Path]:
+    """Every metrics.csv in ``result_dirs`` (a file, a run dir, or a dir of run dirs)."""
+    files = []
+    for d in map(Path, result_dirs):
+        files += [d] if d.is_file() else ([d / "metrics.csv"] if (d / "metrics.csv").exists()
+                                          else sorted(d.glob("*/metrics.csv")))
+    return files
+
+
 def read_llm_metrics(result_dirs: list[Path]) -> list[dict]:
-    """Rows of every metrics.csv in ``result_dirs`` (a run dir, or a dir of run dirs)."""
-    rows = []
-    for d in result_dirs:
-        d = Path(d)
-        files = [d] if d.is_file() else ([d / "metrics.csv"] if (d / "metrics.csv").exists()
-                                         else sorted(d.glob("*/metrics.csv")))
-        for f in files:
-            with open(f, newline="") as fh:
-                for row in csv.DictReader(fh):
-                    row["accuracy"] = float(row["accuracy"])
-                    rows.append(row)
-    return rows
+    """Rows of every metrics.csv in ``result_dirs``, each file validated (figures.inputs)."""
+    from figures.inputs import load_metrics
+
+    return [row for f in metrics_files(result_dirs) for row in load_metrics(f)]
 
 
 def _stats(rows, method, labeler):
@@ -104,7 +104,11 @@ def make_llm_figures(result_dirs: list[Path], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = {"llm_fig1_mean_accuracy": plot_mean_accuracy(rows)[0],
                "llm_fig2_per_labeler": plot_per_labeler(rows)[0]}
-    if {"shared", "shared-a"} <= {r["method"] for r in rows}:
+    present = {r["method"] for r in rows}
+    if {"shared", "shared-a"} <= present:
         figures["llm_fig3_share_a_vs_b"] = plot_per_labeler(
             rows, ["shared", "shared-a"], "Share B (P-ShareLoRA) vs share A (Fig. 3)")[0]
+    else:
+        print(f"figures: Figure 3 (share B vs share A) skipped in {out_dir}: it needs runs of "
+              f"both shared and shared-a, found {', '.join(sorted(present))}")
     return [p for name, fig in figures.items() for p in save_png_pdf(fig, out_dir / name)]

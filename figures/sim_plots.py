@@ -19,6 +19,11 @@ from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter  # noq
 from figures._save import save_png_pdf  # noqa: E402
 
 COLORS = {"shared": "C0", "local": "C1", "full": "C2", "global": "C3", "nuclear": "C4"}
+# Distinct markers and line styles, and a small horizontal offset per method (DODGE, a factor
+# on the log axis), so that methods with equal values never hide one another.
+MARKERS = {"shared": "o", "local": "s", "full": "^", "global": "D", "nuclear": "v"}
+STYLES = {"shared": "-", "local": "--", "full": "-.", "global": ":", "nuclear": "-"}
+DODGE = 0.025
 LABELS = {"dist": "dist(B-hat, B-diamond)", "est_err": "(1/N) sum ||dTheta-hat_i - dTheta*_i||_F^2",
           "gap_pess": "mean value gap, pessimistic", "gap_vanilla": "mean value gap, plug-in",
           "coverage": "coverage of Delta Theta*_i by R_i"}
@@ -30,16 +35,17 @@ def plot_quantity(runs: pd.DataFrame, slopes: pd.DataFrame, quantity: str, vary:
     """Figure of one quantity against the varied parameter; returns (fig, ax)."""
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
     rows = slopes[slopes["quantity"] == quantity]
-    for method in runs["method"].unique():
+    shown = [m for m in runs["method"].unique() if not runs.loc[runs["method"] == m, quantity].isna().all()]
+    for j, method in enumerate(shown):
         sub = runs[runs["method"] == method]
-        if sub[quantity].isna().all():
-            continue
         g = sub.groupby("value")[quantity]
         x = g.median().index.to_numpy(dtype=float)
+        xd = x * (1 + DODGE) ** (j - (len(shown) - 1) / 2)
         med, lo, hi = g.median().to_numpy(), g.quantile(0.25).to_numpy(), g.quantile(0.75).to_numpy()
         c = COLORS.get(method, None)
-        ax.plot(x, med, "o-", color=c, label=method, lw=1.5, ms=4)
-        ax.fill_between(x, lo, hi, color=c, alpha=0.18, lw=0)
+        ax.plot(xd, med, marker=MARKERS.get(method, "o"), ls=STYLES.get(method, "-"), color=c,
+                label=method, lw=1.5, ms=4, mfc="none" if j % 2 else c)
+        ax.fill_between(xd, lo, hi, color=c, alpha=0.18, lw=0)
         for _, s in rows[rows["method"] == method].iterrows():
             if not np.isfinite(s["measured_slope"]) or np.any(med <= 0):
                 continue
@@ -64,9 +70,10 @@ def plot_quantity(runs: pd.DataFrame, slopes: pd.DataFrame, quantity: str, vary:
 
 def make_sweep_figures(result_dir: Path) -> list[Path]:
     """Write <quantity>_vs_<vary>.png/.pdf for every quantity checked in slopes.csv."""
+    from figures.inputs import load_runs, load_slopes
+
     result_dir = Path(result_dir)
-    runs = pd.read_csv(result_dir / "runs.csv")
-    slopes = pd.read_csv(result_dir / "slopes.csv")
+    runs, slopes = load_runs(result_dir), load_slopes(result_dir)
     vary = str(runs["vary"].iloc[0])
     written = []
     for quantity in list(dict.fromkeys(list(slopes["quantity"]) + ["gap_vanilla", "coverage"])):
@@ -81,9 +88,10 @@ def make_study_figure(result_dir: Path) -> list[Path]:
     """Pessimism study (``python -m sim.algorithm1 --study --out DIR``): per behaviour and
     method, the mean value gap of the pessimistic and plug-in policies with their 95% t
     intervals over seeds (study.csv), and mu_ref's own gap (runs.csv) -> pessimism.png/.pdf."""
+    from figures.inputs import load_study
+
     result_dir = Path(result_dir)
-    study = pd.read_csv(result_dir / "study.csv")
-    runs = pd.read_csv(result_dir / "runs.csv")
+    study, runs = load_study(result_dir)
     ref = runs.groupby(["behaviour", "method"])["gap_ref"].mean()
     labels = [f"{b}\n{m}" for b, m in zip(study["behaviour"], study["method"])]
     x = np.arange(len(study))
