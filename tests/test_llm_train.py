@@ -109,9 +109,9 @@ def test_cli_smoke_synth_then_train(tiny, tmp_path):
     ("args", "message"),
     [
         (["--method", "nope"], "argument --method: invalid choice"),
-        (["--method", "shared", "--lr", "-1"], "lr must be > 0"),
-        (["--method", "shared", "--epochs", "0"], "epochs must be > 0"),
-        (["--method", "shared", "--batch-size", "x"], "invalid int value"),
+        (["--method", "shared", "--lr", "-1"], "argument --lr: expected a finite positive"),
+        (["--method", "shared", "--epochs", "0"], "argument --epochs: expected a finite positive"),
+        (["--method", "shared", "--batch-size", "x"], "expected a positive integer"),
         (["--method", "shared", "--data", "/no/such/dir"], "no such file or directory"),
         ([], "the following arguments are required: --method"),
     ],
@@ -129,7 +129,8 @@ def test_bad_synth_value_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "llm.synth", "--out", str(tmp_path),
                            "--train-per-worker", "0"], cwd=ROOT, env=ENV, capture_output=True,
                           text=True)
-    assert proc.returncode == 2 and "must be >= 1" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "expected a positive integer" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_bf16_and_gradient_checkpointing_path_runs_on_cpu(tiny, tmp_path):
@@ -145,3 +146,40 @@ def test_bf16_and_gradient_checkpointing_path_runs_on_cpu(tiny, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = _metrics(out)
     assert rows[-1]["labeler"] == "all" and 0.0 <= float(rows[-1]["accuracy"]) <= 1.0
+
+
+def test_non_finite_training_stops_before_metrics(tiny, tmp_path, capsys):
+    from llm.train import main
+
+    out = tmp_path / "nan"
+    with pytest.raises(SystemExit) as exc:
+        main(["--method", "global", "--model", str(tiny), "--data", str(FIXTURE), "--lr", "1e30",
+              "--max-steps", "3", "--batch-size", "4", "--grad-accum", "1", "--max-length", "64",
+              "--lora-r", "4", "--out", str(out), "--no-progress"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
+    assert exc.value.code == 2 and len(err) == 1, err
+    assert "non-finite" in err[0] or "is nan" in err[0] or "is inf" in err[0]
+    assert not (out / "metrics.csv").exists() and not (out / "eval").exists()
+
+
+def test_time_based_checkpoint_is_verified_on_resume(tiny, tmp_path, monkeypatch):
+    from llm.preflight import check_output
+    from sim.cli import CliError
+
+    timed = _cfg(tiny, tmp_path / "timed", "global", max_steps=2, checkpoint_minutes=1e-9)
+    run(timed, progress=False)  # no step-based checkpoints: only the clock wrote one
+    assert (tmp_path / "timed" / "checkpoint" / "manifest.json").exists()
+    with pytest.raises(CliError, match="already holds a finished run"):
+        check_output(timed.out, resume=False)
+    cfg = _cfg(tiny, tmp_path / "t", "global", max_steps=3)
+    monkeypatch.setenv(STOP_ENV, "2")
+    with pytest.raises(SystemExit):
+        run(cfg, progress=False)
+    monkeypatch.delenv(STOP_ENV)
+    with pytest.raises(CliError, match="unfinished run; pass --resume"):
+        check_output(cfg.out, resume=False)
+    check_output(cfg.out, resume=True)  # intact: the manifest matches
+    state = tmp_path / "t" / "checkpoint" / "state.safetensors"
+    state.write_bytes(state.read_bytes()[:-7])
+    with pytest.raises(CliError, match="missing or damaged"):
+        check_output(cfg.out, resume=True)
