@@ -1,6 +1,6 @@
 """`python -m sim.sweep --vary {nu,tail,Np,N,k,d1}`: run Algorithm 1 over a grid and seeds, then
 fit log-log slopes against the paper's bounds (Theorem 4.1/B.1, Theorem 4.2, Corollary 4.1,
-Proposition 1, Remark 3) and draw the figures. Layout and columns: DESIGN.md.
+Proposition 1, Remark 3) and draw the figures. Outputs and columns: docs/formats.md.
 
 Each (value, seed) task writes its rows to ``parts/`` atomically (temp file + rename) as soon as
 it finishes, so an interrupted sweep (Ctrl-C, kill -9) loses nothing finished; re-running the
