@@ -158,12 +158,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     missing = [str(d) for d in args.dirs if not (d / "metrics.csv" if d.is_dir() else d).exists()]
     if missing:
-        print(f"llm.evaluate: error: no metrics.csv in {', '.join(missing)}", file=sys.stderr)
-        return 2
+        return parser.fail(f"no metrics.csv in {', '.join(missing)}")
+    from figures.inputs import load_metrics  # the validated reader (docs/formats.md)
+    from sim.cli import CliError, check_out_dir
+    from sim.parts import ResultError
+
+    try:
+        if args.out:
+            if args.out.is_dir():
+                raise CliError(f"--out {args.out} is a directory; give a file name")
+            check_out_dir(args.out.parent)
+        for d in args.dirs:
+            load_metrics(d / "metrics.csv" if d.is_dir() else d)
+    except (CliError, ResultError) as err:
+        return parser.fail(err)
     table = method_table(read_metrics(args.dirs))
     print(table, end="")
     if args.out:
         args.out.write_text(table)
+        print(f"wrote {args.out}")
     return 0
 
 

@@ -19,6 +19,7 @@ import pytest
 
 import figures.__main__ as figures_cli
 import llm.data as llm_data
+import llm.evaluate as llm_evaluate
 import llm.synth as llm_synth
 import llm.train as llm_train
 import sim.algorithm1 as algorithm1
@@ -130,6 +131,7 @@ TINY = ["--set", "N=4", "--set", "d1=4", "--set", "d2=1", "--set", "k=1", "--set
 S, A1, COV, DEMO, SYN, TR, FIG, DATA = (sweep.main, algorithm1.main, coverage.main, demo.main,
                                          llm_synth.main, llm_train.main, figures_cli.main,
                                          llm_data.main)
+EVAL = llm_evaluate.main
 OFFLINE = {"HF_HUB_OFFLINE": "1"}
 ONLINE_DEAD = {"HF_HUB_OFFLINE": None, "TRANSFORMERS_OFFLINE": None, "HF_DATASETS_OFFLINE": None,
                "HF_ENDPOINT": DEAD_HUB}
@@ -232,6 +234,11 @@ CASES = [
     # llm.data
     ("data-missing", DATA, ["--data", "/no/such"], {}, {}),
     ("data-workers-0", DATA, ["--data", str(FIXTURE), "--workers", "0"], {}, {}),
+    # llm.evaluate
+    ("eval-missing", EVAL, ["@W/none"], {}, {}),
+    ("eval-truncated-metrics", EVAL, ["@L/shared-s0"], {"@L": lambda w: _metrics_dir(w, drop_all=True)}, {}),
+    ("eval-out-unwritable", EVAL, ["@L/shared-s0", "--out", "/proc/no-such/table.md"],
+     {"@L": _metrics_dir}, {}),
     # figures
     ("fig-not-a-dir", FIG, ["@F"], {"@F": _file}, {}),
     ("fig-runs-garbage", FIG, ["@S"], {"@S": lambda w: _sweep_dir(w, b"garbage\n", marker=False)},
@@ -262,7 +269,7 @@ def _snapshot(root: Path) -> dict:
 
 def test_table_has_at_least_40_cases_over_every_cli():
     assert len(CASES) >= 40 and len({c[0] for c in CASES}) == len(CASES)
-    assert {c[1] for c in CASES} == {S, A1, COV, DEMO, SYN, TR, FIG, DATA}
+    assert {c[1] for c in CASES} == {S, A1, COV, DEMO, SYN, TR, FIG, DATA, EVAL}
 
 
 @pytest.mark.parametrize("name, main, argv, setups, env", CASES, ids=[c[0] for c in CASES])
@@ -279,7 +286,8 @@ def test_bad_input_exits_2_one_line_nothing_written(name, main, argv, setups, en
     values = {"@W": str(work)}
     for key, setup in setups.items():
         values[key] = setup(work)
-    argv = [values.get(a, a.replace("@W", str(work))) for a in argv]
+    for key, value in values.items():
+        argv = [a.replace(key, value) for a in argv]
     before = _snapshot(work)
     capsys.readouterr()
     t0 = time.perf_counter()
