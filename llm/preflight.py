@@ -155,3 +155,28 @@ def verify_checkpoint(ckpt: Path) -> None:
         if not f.is_file() or _sha256(f) != manifest.get(name):
             raise CliError(f"{f} is missing or damaged (checksum differs from {MANIFEST}); "
                            "start the run again in another --out")
+
+
+def check_train_memory(model: str, batch_size: int, max_length: int) -> None:
+    """Refuse a batch whose activations cannot fit in this machine's memory: a lower bound
+    (8 floats per token, layer and hidden unit kept for backward; the real figure is several
+    times more) from the model directory's config.json. Hub ids are not checked."""
+    from llm.config import DEFAULT_MODEL
+    from sim.cli import check_memory
+
+    if model == DEFAULT_MODEL:
+        from llm.model import resolve_model_path
+
+        model = resolve_model_path(model)
+    try:
+        cfg = json.loads((Path(model).expanduser() / "config.json").read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(cfg, dict):
+        return
+    hidden = cfg.get("hidden_size") or cfg.get("n_embd") or cfg.get("d_model")
+    layers = cfg.get("num_hidden_layers") or cfg.get("n_layer")
+    width = min(max_length, cfg.get("max_position_embeddings") or max_length)
+    if isinstance(hidden, int) and isinstance(layers, int):
+        check_memory(2 * batch_size * width * hidden * layers * 8 * 4,
+                     f"--batch-size {batch_size} at {width} tokens on {model}")

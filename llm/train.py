@@ -44,6 +44,7 @@ from llm.preflight import (  # noqa: E402
     check_data,
     check_model,
     check_output,
+    check_train_memory,
     write_checkpoint_manifest,
 )
 from sim.cli import (  # noqa: E402
@@ -523,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         check_output(cfg.out, args.resume)
         check_model(cfg.model)
+        check_train_memory(cfg.model, max(cfg.batch_size, cfg.eval_batch_size // 4), cfg.max_length)
         check_data(cfg.data)
     except ValueError as err:  # CliError included
         parser.error(str(err))

@@ -106,6 +106,13 @@ def _fake_model(work: Path) -> str:
     return str(work / "model")
 
 
+def _bert_config(work: Path) -> str:
+    (work / "bert").mkdir()
+    (work / "bert" / "config.json").write_text(json.dumps(
+        dict(hidden_size=384, num_hidden_layers=6, max_position_embeddings=512)))
+    return str(work / "bert")
+
+
 def _bad_data(work: Path) -> str:
     (work / "data").mkdir()
     (work / "data" / "a.json").write_text('{"x": 1}\n')
@@ -220,6 +227,8 @@ CASES = [
     ("train-hub-model-unreachable", TR, ["--method", "shared", "--model", "no-org/no-model"], {},
      ONLINE_DEAD),
     ("train-hub-data-unreachable", TR, ["--method", "shared", "--model", "@M"], M, ONLINE_DEAD),
+    ("train-batch-huge", TR, ["--method", "shared", "--batch-size", HUGE, "--model", "@B"],
+     {"@B": _bert_config}, {}),
     ("train-data-missing", TR, ["--method", "shared", "--model", "@M", "--data", "/no/such"], M,
      {}),
     ("train-data-malformed", TR, ["--method", "shared", "--model", "@M", "--data", "@D"],
