@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.cli import OneLineParser
+from sim.cli import CliError, OneLineParser, check_out_dir
 
 N_USERS = 5  # Section 5: the top five labelers
 LORA_R, LORA_ALPHA = 32, 16.0  # Appendix D.2
@@ -420,6 +420,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    try:
+        if Path(args.out).is_dir():
+            raise CliError(f"--out {args.out} is a directory; give a CSV file name")
+        check_out_dir(Path(args.out).parent)
+    except CliError as err:
+        print(f"python -m benchmarks.llm_throughput: error: {err}", file=sys.stderr)
+        return 2
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5 renames (v6)
     run(args)
     return 0

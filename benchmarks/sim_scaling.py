@@ -37,7 +37,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from sim.analysis import loglog_slope
-from sim.cli import OneLineParser
+from sim.cli import CliError, OneLineParser, check_out_dir
 from sim.config import SimConfig
 from sim.pipeline import build_instance
 
@@ -359,11 +359,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def p_fail(err) -> int:
+    print(f"python -m benchmarks.sim_scaling: error: {err}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     repeats = args.repeats or (1 if args.tiny else 3)
-    out, tmp = Path(args.out), Path(args.tmp)
+    try:
+        out, tmp = check_out_dir(args.out), check_out_dir(args.tmp, "--tmp")
+    except CliError as err:
+        return p_fail(err)
     out.mkdir(parents=True, exist_ok=True)
     tmp.mkdir(parents=True, exist_ok=True)
     report = run_parts(args.parts, mode, repeats, out, tmp, args.policy_cap_s,

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import benchmarks.llm_throughput as bench_llm
+import benchmarks.sim_scaling as bench_sim
 import figures.__main__ as figures_cli
 import llm.data as llm_data
 import llm.evaluate as llm_evaluate
@@ -139,6 +141,7 @@ S, A1, COV, DEMO, SYN, TR, FIG, DATA = (sweep.main, algorithm1.main, coverage.ma
                                          llm_synth.main, llm_train.main, figures_cli.main,
                                          llm_data.main)
 EVAL = llm_evaluate.main
+BENCH = (bench_sim.main, bench_llm.main)
 OFFLINE = {"HF_HUB_OFFLINE": "1"}
 ONLINE_DEAD = {"HF_HUB_OFFLINE": None, "TRANSFORMERS_OFFLINE": None, "HF_DATASETS_OFFLINE": None,
                "HF_ENDPOINT": DEAD_HUB}
@@ -248,6 +251,10 @@ CASES = [
     ("eval-truncated-metrics", EVAL, ["@L/shared-s0"], {"@L": lambda w: _metrics_dir(w, drop_all=True)}, {}),
     ("eval-out-unwritable", EVAL, ["@L/shared-s0", "--out", "/proc/no-such/table.md"],
      {"@L": _metrics_dir}, {}),
+    # benchmarks
+    ("bench-sim-out-file", BENCH[0], ["--tiny", "--out", "@F"], {"@F": _file}, {}),
+    ("bench-sim-tmp-unwritable", BENCH[0], ["--tiny", "--tmp", "/proc/no-such"], {}, {}),
+    ("bench-llm-out-unwritable", BENCH[1], ["--tiny", "--out", "/proc/no-such/x.csv"], {}, {}),
     # figures
     ("fig-not-a-dir", FIG, ["@F"], {"@F": _file}, {}),
     ("fig-runs-garbage", FIG, ["@S"], {"@S": lambda w: _sweep_dir(w, b"garbage\n", marker=False)},
@@ -278,7 +285,7 @@ def _snapshot(root: Path) -> dict:
 
 def test_table_has_at_least_40_cases_over_every_cli():
     assert len(CASES) >= 40 and len({c[0] for c in CASES}) == len(CASES)
-    assert {c[1] for c in CASES} == {S, A1, COV, DEMO, SYN, TR, FIG, DATA, EVAL}
+    assert {c[1] for c in CASES} == {S, A1, COV, DEMO, SYN, TR, FIG, DATA, EVAL, *BENCH}
 
 
 @pytest.mark.parametrize("name, main, argv, setups, env", CASES, ids=[c[0] for c in CASES])
