@@ -323,9 +323,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m llm.data", description="Summarise the worker selection of a source."
     )
     parser.add_argument("--data", required=True, help="JSON-lines dir, save_to_disk dir or hub id")
-    parser.add_argument("--workers", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip-malformed", action="store_true")
+    parser.add_argument("--workers", type=int, default=5, help="top-K labelers kept")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the balancing shuffle")
+    parser.add_argument("--skip-malformed", action="store_true",
+                        help="count and skip malformed rows instead of stopping at the first")
     args = parser.parse_args(argv)
     try:
         data = load_comparisons(

@@ -135,7 +135,7 @@ def plan(args: argparse.Namespace) -> tuple[SimConfig, list, list[int], list[str
         for v in values:
             if v <= 0:
                 raise ValueError(f"{args.vary} must be positive, got {v}")
-            jobs = args.jobs if args.jobs > 0 else (os.cpu_count() or 1)
+            jobs = min(args.jobs if args.jobs > 0 else (os.cpu_count() or 1), len(seeds))
             check_memory(sim_instance_bytes(cfg.with_(**{args.vary: v})) * jobs,
                          f"--vary {args.vary} at {v:g} with --jobs {args.jobs}")
     except CliError as e:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -320,6 +321,22 @@ def test_bad_input_exits_2_one_line_nothing_written(name, main, argv, setups, en
     assert _snapshot(work) == before, "bad input left or changed files"
     if "hub" in name:  # no retries: the unreachable hub is reported at once
         assert seconds < 10, f"took {seconds:.1f} s"
+
+
+@pytest.mark.parametrize("main", sorted({c[1] for c in CASES}, key=lambda m: m.__module__),
+                         ids=lambda m: m.__module__)
+def test_help_has_text_and_one_default_per_flag(main, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert exc.value.code == 0 and "(default: None)" not in text
+    options = text[text.index("options:"):]
+    blocks = re.split(r"\n  (?=-)", options)[1:]
+    assert blocks
+    for block in blocks:
+        flag, _, rest = block.strip().partition("  ")
+        assert rest.strip() or "\n" in block, f"{flag}: no help text"
+        assert block.count("(default:") <= 1 and "default: None" not in block, block
 
 
 # ---- the real commands, as a user runs them ---------------------------------------------------
