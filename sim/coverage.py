@@ -33,7 +33,6 @@ from sim.cli import (  # noqa: E402
     OneLineParser,
     check_memory,
     check_out_dir,
-    int_at_least,
     sim_instance_bytes,
 )
 from sim.config import SimConfig  # noqa: E402
@@ -97,10 +96,10 @@ def _settings(text: str) -> list[tuple[int, str]]:
 
 def main(argv=None) -> int:
     ap = OneLineParser(prog="python -m sim.coverage", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int_at_least(2), default=20, help="seeds 0..S-1")
+    ap.add_argument("--seeds", type=int, default=20, help="seeds 0..S-1 (at least 2)")
     ap.add_argument("--settings", default=DEFAULT_SETTINGS, help="comma-separated Np:behaviour")
     ap.add_argument("--methods", default="shared,local,full,global", help="estimators")
-    ap.add_argument("--n-boot", type=int_at_least(2), default=bootstrap.DEFAULT_N_BOOT,
+    ap.add_argument("--n-boot", type=int, default=bootstrap.DEFAULT_N_BOOT,
                     help="bootstrap replicates per stage")
     ap.add_argument("--out", default="results/coverage", help="output directory")
     args = ap.parse_args(argv)
