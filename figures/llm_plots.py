@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-# DESIGN.md method order; paper labels in brackets for the legend.
+# docs/formats.md method order; paper labels in brackets for the legend.
 METHOD_ORDER = ("global", "local", "share-rep", "shared", "shared-g", "shared-wu", "shared-a")
 LABELS = {
     "global": "LoRA-global", "local": "LoRA-local", "share-rep": "Share Rep",

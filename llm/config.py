@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# DESIGN.md method names that the llm side implements (sim-only `nuclear` and `full` excluded).
+# Method names (docs/formats.md) that the llm side implements (sim-only `nuclear` and `full` excluded).
 METHODS = ("global", "local", "shared", "shared-g", "shared-wu", "share-rep", "shared-a")
 # Methods whose model is the personalized LoRA module of llm.lora (the others use peft as is).
 PERSONAL_METHODS = ("shared", "shared-g", "shared-wu", "share-rep", "shared-a")
@@ -22,7 +22,7 @@ class TrainConfig:
     """Everything that determines a run; saved in config.json and in every metrics row."""
 
     method: str
-    """One of METHODS (DESIGN.md)."""
+    """One of METHODS (docs/formats.md)."""
     model: str = DEFAULT_MODEL
     """Local path or hub id of an AutoModelForSequenceClassification backbone, or `minilm`."""
     data: str = DEFAULT_DATA

@@ -62,7 +62,7 @@ def pairwise_accuracy(
 
 
 def metrics_rows(cfg, per_labeler: list[dict]) -> list[dict]:
-    """Attach the run's settings to every labeler row (DESIGN.md metrics.csv columns)."""
+    """Attach the run's settings to every labeler row (metrics.csv columns of docs/formats.md)."""
     fixed = {
         "method": cfg.method, "model": cfg.model, "seed": cfg.seed, "epochs": cfg.epochs,
         "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, "targets": "+".join(cfg.targets),
