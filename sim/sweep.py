@@ -5,6 +5,8 @@ Proposition 1, Remark 3) and draw the figures. Layout and columns: DESIGN.md.
 Each (value, seed) task writes its rows to ``parts/`` atomically (temp file + rename) as soon as
 it finishes, so an interrupted sweep (Ctrl-C, kill -9) loses nothing finished; re-running the
 same command skips finished tasks. runs.csv is re-assembled from the parts in a fixed order.
+Runs execute on joblib/loky processes, a Dask cluster or Ray (``--backend``, sim/backends.py);
+the driver writes every part as its result arrives.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from sim.backends import BackendError, add_backend_args, check_backend, task_runner
 from sim.cli import OneLineParser
 from sim.config import SimConfig
 from sim.parts import finished, part_name, read_parts, write_csv_atomic, write_part
@@ -65,6 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a base config field, e.g. --set behaviour=uniform (repeatable)")
     p.add_argument("--no-figures", action="store_true", help="skip drawing figures")
+    add_backend_args(p)
     return p.parse_args(argv)
 
 
@@ -124,7 +127,9 @@ def _coerce(kind, raw: str, key: str):
         raise SweepError(f"--set {key}: cannot read {raw!r} as {kind}") from None
 
 
-def _run_task(cfg: SimConfig, vary: str, value, seed: int, methods, out: Path, artifacts: bool) -> Path:
+def _run_task(cfg: SimConfig, vary: str, value, seed: int, methods, out: Path,
+              artifacts: bool) -> tuple[object, int, pd.DataFrame]:
+    """One (value, seed) run on whichever worker the backend picked; the driver writes it."""
     from sim.pipeline import run_instance
 
     with threadpool_limits(1):
@@ -133,7 +138,7 @@ def _run_task(cfg: SimConfig, vary: str, value, seed: int, methods, out: Path, a
     df = pd.DataFrame(rows)
     df.insert(0, "value", value)
     df.insert(0, "vary", vary)
-    return write_part(out, part_name(value, seed), df)
+    return value, seed, df
 
 
 def assemble(out: Path, values, seeds, methods) -> pd.DataFrame:
@@ -146,11 +151,41 @@ def assemble(out: Path, values, seeds, methods) -> pd.DataFrame:
     return df
 
 
+def _execute(args, out: Path, spec: dict, tasks: list[tuple], jobs: int, total: int) -> int:
+    """Run ``tasks`` on the chosen backend, writing each finished run's part at once."""
+    # nothing left to run (a finished sweep re-run): start no cluster
+    backend, scheduler = (args.backend, args.scheduler) if tasks else ("loky", None)
+    with task_runner(backend, jobs, scheduler) as run:
+        (out / "parts").mkdir(parents=True, exist_ok=True)
+        if args.save_artifacts:
+            (out / "artifacts").mkdir(exist_ok=True)
+        (out / "sweep.json").write_text(json.dumps(spec, indent=2))
+        if len(tasks) < total:
+            print(f"resuming: {total - len(tasks)} of {total} runs already done")
+        bar = tqdm(total=len(tasks), desc=f"sweep {args.vary}", unit="run")
+        try:
+            for value, seed, df in run(_run_task, tasks):
+                write_part(out, part_name(value, seed), df)
+                bar.update()
+        except KeyboardInterrupt:
+            bar.close()
+            print(f"\ninterrupted: finished runs are kept in {out}/parts; re-run the same "
+                  "command to resume", file=sys.stderr)
+            return 130
+        bar.close()
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         cfg, values, seeds, methods = plan(args)
     except SweepError as e:
+        print(f"sim.sweep: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        check_backend(args.backend, args.scheduler)
+    except BackendError as e:
         print(f"sim.sweep: error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out or f"results/sweep-{args.vary}")
@@ -161,32 +196,17 @@ def main(argv=None) -> int:
             print(f"sim.sweep: error: {out} holds a different sweep (see its sweep.json); "
                   "choose another --out", file=sys.stderr)
             return 2
-    (out / "parts").mkdir(parents=True, exist_ok=True)
-    if args.save_artifacts:
-        (out / "artifacts").mkdir(exist_ok=True)
-    (out / "sweep.json").write_text(json.dumps(spec, indent=2))
-
-    done = finished(out)
+    done = finished(out) if (out / "parts").is_dir() else set()
     todo = [(v, s) for v in values for s in seeds if part_name(v, s) not in done]
-    if len(todo) < len(values) * len(seeds):
-        print(f"resuming: {len(values) * len(seeds) - len(todo)} of {len(values) * len(seeds)} runs already done")
     jobs = min(args.jobs if args.jobs > 0 else (os.cpu_count() or 1), max(len(todo), 1))
-    tasks = (delayed(_run_task)(cfg, args.vary, v, s, methods, out, args.save_artifacts) for v, s in todo)
-    bar = tqdm(total=len(todo), desc=f"sweep {args.vary}", unit="run")
+    tasks = [(cfg, args.vary, v, s, methods, out, args.save_artifacts) for v, s in todo]
     try:
-        if jobs == 1:
-            for v, s in todo:
-                _run_task(cfg, args.vary, v, s, methods, out, args.save_artifacts)
-                bar.update()
-        else:
-            for _ in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
-                bar.update()
-    except KeyboardInterrupt:
-        bar.close()
-        print(f"\ninterrupted: finished runs are kept in {out}/parts; re-run the same command to resume",
-              file=sys.stderr)
-        return 130
-    bar.close()
+        status = _execute(args, out, spec, tasks, jobs, len(values) * len(seeds))
+    except BackendError as e:  # unreachable scheduler: reported before anything is written
+        print(f"sim.sweep: error: {e}", file=sys.stderr)
+        return 2
+    if status:
+        return status
 
     from sim.analysis import write_analysis
 
