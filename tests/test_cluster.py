@@ -18,8 +18,8 @@ from tests.test_sweep import TINY, _untimed, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# 3 values x 4 seeds: enough runs that a kill after the first finished part leaves most undone
-ARGS = ["--vary", "Np", "--values", "40,80,160", "--seeds", "4", "--methods", "shared,full",
+# 3 values x 3 seeds: enough runs that a kill after the first finished part leaves most undone
+ARGS = ["--vary", "Np", "--values", "40,80,160", "--seeds", "3", "--methods", "shared,full",
         *TINY, "--no-figures"]
 ENV = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
@@ -38,9 +38,11 @@ def _alive(pgid: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
+    """runs.csv of --jobs 1 (in this process: the backends are compared with it)."""
+    from sim.sweep import main
+
     out = tmp_path_factory.mktemp("ref") / "j1"
-    r = sweep(*ARGS, "--out", str(out))
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert main([*ARGS, "--out", str(out)]) == 0
     return pd.read_csv(out / "runs.csv")
 
 
@@ -59,7 +61,7 @@ def test_dask_local_cluster_matches_jobs_1_and_resumes_after_kill_9(tmp_path, re
         os.kill(proc.pid, signal.SIGKILL)  # the driver only, as a killed job would be
         proc.wait()
         n_done = len(list((out / "parts").glob("*.csv")))
-        assert 1 <= n_done < 12
+        assert 1 <= n_done < 9
         # the LocalCluster's worker processes do not outlive the driver
         deadline = time.time() + 60
         while _alive(proc.pid) and time.time() < deadline:
@@ -70,7 +72,7 @@ def test_dask_local_cluster_matches_jobs_1_and_resumes_after_kill_9(tmp_path, re
             os.kill(pid, signal.SIGKILL)
     r = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert f"resuming: {n_done} of 12 runs already done" in r.stdout
+    assert f"resuming: {n_done} of 9 runs already done" in r.stdout
     pd.testing.assert_frame_equal(_untimed(reference), _untimed(pd.read_csv(out / "runs.csv")))
 
 
@@ -123,41 +125,44 @@ def test_missing_backend_package_is_one_line(monkeypatch):
 
 
 @pytest.mark.llm
+@pytest.mark.usefixtures("torch_one_thread")  # as OMP_NUM_THREADS=1 in the launched processes
 def test_two_gloo_processes_equal_one_process_with_the_same_effective_batch(tiny, tmp_path):
     """2 processes x 2 pairs x 1 accumulation step vs 1 process x 2 pairs x 2 steps.
 
     The micro-batches are the same comparisons (process p of step s takes the rows the single
     process reads at micro-step p), DDP averages the two gradients where the single process
     sums two halves: both are 0.5 (g0 + g1) exactly in floating point, so adapters and
-    rewards must agree bit for bit. The 2-process run is also interrupted after 7 steps of
-    its second phase (shared-wu) and resumed, so checkpoints written by the main process alone
-    carry the run.
+    rewards must agree bit for bit. The 2-process run is also interrupted after 3 steps of its
+    second phase (shared-wu: 2 + 5 steps; the second starts from the phase-0 adapter) and
+    resumed, so the checkpoints and adapters the main process alone wrote carry the run.
     """
     pytest.importorskip("accelerate")
     pytest.importorskip("torch")
     from safetensors.numpy import load_file
 
+    from llm.train import build_parser, config_from_args, run
+
     common = ["--method", "shared-wu", "--model", str(tiny), "--data",
               str(ROOT / "tests" / "fixtures" / "tldr_tiny"), "--epochs", "1", "--batch-size", "2",
               "--max-length", "64", "--lora-r", "4", "--lr", "1e-3", "--eval-batch-size", "4",
-              "--checkpoint-every", "2", "--no-progress"]
+              "--max-steps", "5", "--checkpoint-every", "2", "--no-progress"]
     env = {**ENV, "HF_HUB_OFFLINE": "1"}
     one, two = tmp_path / "one", tmp_path / "two"
-    r = subprocess.run([sys.executable, "llm/train.py", *common, "--grad-accum", "2",
-                        "--out", str(one)], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
+    # one process, in this one (through the command line's own config path)
+    run(config_from_args(build_parser().parse_args([*common, "--grad-accum", "2",
+                                                    "--out", str(one)])), progress=False)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
               "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
               "--dynamo_backend", "no", "llm/train.py", *common, "--grad-accum", "1",
               "--out", str(two)]
-    cut = subprocess.run(launch, cwd=ROOT, env={**env, "LLM_TRAIN_STOP_AFTER_STEPS": "7"},
+    cut = subprocess.run(launch, cwd=ROOT, env={**env, "LLM_TRAIN_STOP_AFTER_STEPS": "3"},
                          capture_output=True, text=True)
-    assert cut.returncode != 0 and "stopping after 7 steps" in cut.stderr, cut.stderr[-3000:]
+    assert cut.returncode != 0 and "stopping after 3 steps" in cut.stderr, cut.stderr[-3000:]
     assert "processes: 2 (MULTI_CPU); effective batch 2 x 1 x 2 = 4" in cut.stderr
     assert not (two / "metrics.csv").exists()
     r = subprocess.run([*launch, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "resumed phase 1 at step 7/14" in r.stderr
+    assert "resumed phase 1 at step 3/5" in r.stderr
     assert r.stdout.count("# shared-wu on") == 1  # one table: only the main process reports
     assert (one / "metrics.csv").read_text() == (two / "metrics.csv").read_text()
     for name in ("phase0.safetensors", "phase1.safetensors"):
