@@ -173,3 +173,14 @@ def test_two_gloo_processes_equal_one_process_with_the_same_effective_batch(tiny
     a, b = np.load(one / "eval" / "phase1.npz"), np.load(two / "eval" / "phase1.npz")
     for key in ("user", "r0", "r1", "choice"):  # sharded evaluation gathers the same rewards
         np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.mark.slow
+def test_bench_cluster_tiny_runs(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "benchmarks.bench_cluster", "--tiny", "--parts",
+                        "sweep", "--out", str(tmp_path)], cwd=ROOT, env=ENV, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    df = pd.read_csv(tmp_path / "sweep.csv")
+    assert {"loky", "dask"} <= set(df["backend"]) and (df["warmed"] >= 1).all()
+    assert (df["runs_per_min"] > 0).all()
