@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install the project with every extra (CPU torch 2.13.0 where it is on disk).
+# Create .venv and install the project with its extras, ray excepted (CPU torch 2.13.0 where it
+# is on disk; `pip install -e ".[cluster]"` adds ray for `sim.sweep --backend ray`).
 # Usage: bash setup.sh            (idempotent; re-running only installs what is missing)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -8,5 +9,5 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build on CPU machines.
 .venv/bin/python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}"
-.venv/bin/python -m pip install -q -e ".[llm,data,minilm,test]"
+.venv/bin/python -m pip install -q -e ".[llm,data,minilm,dask,test]"
 echo "setup.sh: environment ready in .venv"

@@ -78,10 +78,22 @@ def use_gradient_checkpointing(cfg: TrainConfig, cuda: bool, width: int) -> bool
     return cuda and cfg.batch_size * width > GC_AUTO_TOKENS
 
 
+def make_accelerator(bf16: bool, cuda: bool):
+    """The run's Accelerator; under torchrun / `accelerate launch --multi_gpu` without CUDA,
+    one gloo process group on the CPU (accelerate only forms it when asked for the CPU)."""
+    from accelerate import Accelerator
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    accel = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=world > 1 and not cuda)
+    if accel.num_processes != world:  # never train world copies of a 1-process run silently
+        raise ValueError(f"WORLD_SIZE={world} but accelerate formed {accel.num_processes} "
+                           "process(es); launch with torchrun or `accelerate launch --multi_gpu`")
+    return accel
+
+
 def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     """Train every phase of ``cfg.method``, evaluate, and write the result files."""
     import torch
-    from accelerate import Accelerator
 
     out = Path(cfg.out)
     _check_resume_config(cfg, out, resume)
@@ -91,9 +103,13 @@ def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     )
     cuda = torch.cuda.is_available()
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
-    accel = Accelerator(mixed_precision="bf16" if bf16 else "no")
-    out.mkdir(parents=True, exist_ok=True)
+    accel = make_accelerator(bf16, cuda)
+    _log(accel, f"processes: {accel.num_processes} ({accel.distributed_type.value}); effective "
+                f"batch {cfg.batch_size} x {cfg.grad_accum} x {accel.num_processes} = "
+                f"{cfg.batch_size * cfg.grad_accum * accel.num_processes} pairs")
+    accel.wait_for_everyone()  # every process has read config.json (_check_resume_config)
     if accel.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.json")
     _log(accel, data.summary())
     if accel.is_main_process:
@@ -224,6 +240,7 @@ def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress, len
             write_checkpoint_manifest(ckpt)
             _write_progress(out, {"phase": phase.index, "step": done})
         if stop_after and done >= stop_after and done < steps:
+            accel.wait_for_everyone()  # the main process has written the checkpoint
             bar.close()
             _log(accel, f"stopping after {done} steps ({STOP_ENV})")
             sys.exit(3)
@@ -315,16 +332,33 @@ def predict_rewards(model, tok, comps, cfg, accel):
     return np.concatenate(r0).astype(np.float32), np.concatenate(r1).astype(np.float32)
 
 
+def predict_sharded(model, tok, comps, cfg, accel):
+    """``predict_rewards`` with whole eval batches dealt round-robin to the processes.
+
+    Each batch holds the same comparisons as in a one-process run (same padding, same
+    arithmetic), so the gathered rewards are bit-identical to ``predict_rewards``.
+    """
+    world, b = accel.num_processes, cfg.eval_batch_size
+    if world == 1:
+        return predict_rewards(model, tok, comps, cfg, accel)
+    from accelerate.utils import gather_object
+
+    starts = range(0, len(comps), b)[accel.process_index :: world]
+    mine = [(s, *predict_rewards(model, tok, comps[s : s + b], cfg, accel)) for s in starts]
+    parts = sorted(gather_object(mine), key=lambda t: t[0])
+    return np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+
+
 def _evaluate_phase(cfg, phase, model, data, tok, accel, out):
     from safetensors.numpy import save_file
 
     from llm.model import delta_factors
 
-    if not accel.is_main_process:
-        return
     users = set(range(data.n_users)) if phase.users is None else set(phase.users)
     comps = [c for c in data.valid if c.user in users]
-    r0, r1 = predict_rewards(model, tok, comps, cfg, accel)
+    r0, r1 = predict_sharded(model, tok, comps, cfg, accel)
+    if not accel.is_main_process:
+        return
     (out / "eval").mkdir(exist_ok=True)
     np.savez(out / "eval" / f"phase{phase.index}.npz", user=np.array([c.user for c in comps]),
              r0=r0, r1=r1, choice=np.array([c.choice for c in comps]))

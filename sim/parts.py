@@ -108,10 +108,10 @@ def read_json_checked(path: Path, keys=()) -> dict:
     return obj
 
 
-def claim(out: Path, kind: str, spec: dict, keys=None) -> str | None:
+def claim(out: Path, kind: str, spec: dict, keys=None, write: bool = True) -> str | None:
     """Create out/parts and record spec in out/<kind>.json; an error message (None if fine)
     when out already holds a <kind> whose spec differs (on ``keys``, default all) or whose
-    record is damaged."""
+    record is damaged. ``write=False`` only checks (nothing is created)."""
     out = Path(out)
     record = out / f"{kind}.json"
     spec = json.loads(json.dumps(spec))
@@ -123,6 +123,8 @@ def claim(out: Path, kind: str, spec: dict, keys=None) -> str | None:
         keys = list(spec) if keys is None else keys
         if {k: old.get(k) for k in keys} != {k: spec[k] for k in keys}:
             return f"{out} holds a different {kind} (see {record}); choose another --out"
+    if not write:
+        return None
     (out / "parts").mkdir(parents=True, exist_ok=True)
     _atomic_write(record, (json.dumps(spec, indent=2) + "\n").encode())
     return None

@@ -5,6 +5,8 @@ Proposition 1, Remark 3) and draw the figures. Outputs and columns: docs/formats
 Each (value, seed) task writes its rows to ``parts/`` atomically (temp file + rename) as soon as
 it finishes, so an interrupted sweep (Ctrl-C, kill -9) loses nothing finished; re-running the
 same command skips finished tasks. runs.csv is re-assembled from the parts in a fixed order.
+Runs execute on joblib/loky processes, a Dask cluster or Ray (``--backend``, sim/backends.py);
+the driver writes every part as its result arrives.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from sim.backends import BackendError, add_backend_args, check_backend, task_runner
 from sim.cli import (
     CliError,
     OneLineParser,
@@ -40,6 +42,7 @@ from sim.parts import (
 )
 
 VARY = ("nu", "tail", "Np", "N", "k", "d1")
+SPEC_KEYS = ("vary", "base", "methods")  # a re-run must agree on these to resume
 SWEEP_METHODS = ("shared", "local", "full", "global", "nuclear")
 DEFAULT_METHODS = ("shared", "local", "full", "global")
 
@@ -82,6 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a base config field, e.g. --set behaviour=uniform (repeatable)")
     p.add_argument("--no-figures", action="store_true", help="skip drawing figures")
+    add_backend_args(p)
     return p.parse_args(argv)
 
 
@@ -155,7 +159,9 @@ def _coerce(kind, raw: str, key: str):
     return value
 
 
-def _run_task(cfg: SimConfig, vary: str, value, seed: int, methods, out: Path, artifacts: bool) -> Path:
+def _run_task(cfg: SimConfig, vary: str, value, seed: int, methods, out: Path,
+              artifacts: bool) -> tuple[object, int, pd.DataFrame]:
+    """One (value, seed) run on whichever worker the backend picked; the driver writes it."""
     from sim.pipeline import run_instance
 
     with threadpool_limits(1):
@@ -164,7 +170,7 @@ def _run_task(cfg: SimConfig, vary: str, value, seed: int, methods, out: Path, a
     df = pd.DataFrame(rows)
     df.insert(0, "value", value)
     df.insert(0, "vary", vary)
-    return write_part(out, part_name(value, seed), df)
+    return value, seed, df
 
 
 def assemble(out: Path, values, seeds, methods) -> pd.DataFrame:
@@ -181,6 +187,33 @@ def assemble(out: Path, values, seeds, methods) -> pd.DataFrame:
     return df
 
 
+def _execute(args, out: Path, spec: dict, tasks: list[tuple], jobs: int, total: int) -> int:
+    """Run ``tasks`` on the chosen backend, writing each finished run's part at once."""
+    # nothing left to run (a finished sweep re-run): start no cluster
+    backend, scheduler = (args.backend, args.scheduler) if tasks else ("loky", None)
+    with task_runner(backend, jobs, scheduler) as run:
+        err = claim(out, "sweep", spec, keys=SPEC_KEYS)  # written once the backend is up
+        if err:
+            print(f"sim.sweep: error: {err}", file=sys.stderr)
+            return 2
+        if args.save_artifacts:
+            (out / "artifacts").mkdir(exist_ok=True)
+        if len(tasks) < total:
+            print(f"resuming: {total - len(tasks)} of {total} runs already done")
+        bar = tqdm(total=len(tasks), desc=f"sweep {args.vary}", unit="run")
+        try:
+            for value, seed, df in run(_run_task, tasks):
+                write_part(out, part_name(value, seed), df)
+                bar.update()
+        except KeyboardInterrupt:
+            bar.close()
+            print(f"\ninterrupted: finished runs are kept in {out}/parts; re-run the same "
+                  "command to resume", file=sys.stderr)
+            return 130
+        bar.close()
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
@@ -189,35 +222,27 @@ def main(argv=None) -> int:
     except CliError as e:
         print(f"sim.sweep: error: {e}", file=sys.stderr)
         return 2
+    try:
+        check_backend(args.backend, args.scheduler)
+    except BackendError as e:
+        print(f"sim.sweep: error: {e}", file=sys.stderr)
+        return 2
     spec = dict(vary=args.vary, values=values, seeds=seeds, methods=methods, base=cfg.as_dict())
-    err = claim(out, "sweep", spec, keys=("vary", "base", "methods"))
+    err = claim(out, "sweep", spec, keys=SPEC_KEYS, write=False)
     if err:
         print(f"sim.sweep: error: {err}", file=sys.stderr)
         return 2
-    if args.save_artifacts:
-        (out / "artifacts").mkdir(exist_ok=True)
-
     done = finished(out, rows=len(methods), prog="sim.sweep")
     todo = [(v, s) for v in values for s in seeds if part_name(v, s) not in done]
-    if len(todo) < len(values) * len(seeds):
-        print(f"resuming: {len(values) * len(seeds) - len(todo)} of {len(values) * len(seeds)} runs already done")
     jobs = min(args.jobs if args.jobs > 0 else (os.cpu_count() or 1), max(len(todo), 1))
-    tasks = (delayed(_run_task)(cfg, args.vary, v, s, methods, out, args.save_artifacts) for v, s in todo)
-    bar = tqdm(total=len(todo), desc=f"sweep {args.vary}", unit="run")
+    tasks = [(cfg, args.vary, v, s, methods, out, args.save_artifacts) for v, s in todo]
     try:
-        if jobs == 1:
-            for v, s in todo:
-                _run_task(cfg, args.vary, v, s, methods, out, args.save_artifacts)
-                bar.update()
-        else:
-            for _ in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
-                bar.update()
-    except KeyboardInterrupt:
-        bar.close()
-        print(f"\ninterrupted: finished runs are kept in {out}/parts; re-run the same command to resume",
-              file=sys.stderr)
-        return 130
-    bar.close()
+        status = _execute(args, out, spec, tasks, jobs, len(values) * len(seeds))
+    except BackendError as e:  # unreachable scheduler: reported before anything is written
+        print(f"sim.sweep: error: {e}", file=sys.stderr)
+        return 2
+    if status:
+        return status
 
     from sim.analysis import write_analysis
 
