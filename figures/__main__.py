@@ -1,6 +1,7 @@
 """`python -m figures [DIR ...]`: rebuild every figure and table from result directories.
 
-A directory with study.csv is a pessimism study (``python -m sim.algorithm1 --study --out``);
+A directory with map.csv is a pessimism map (``python -m sim.pessimism_map --out``); one with
+study.csv is a pessimism study (``python -m sim.algorithm1 --study --out``);
 one with runs.csv (and no study.csv) is a simulator sweep (figures.sim_plots); one with
 metrics.csv (or subdirectories holding metrics.csv) is an llm run (figures.llm_plots). Default: every directory
 under results/.
@@ -27,7 +28,11 @@ def main(argv=None) -> int:
         if not d.is_dir():
             print(f"figures: error: {d} is not a directory", file=sys.stderr)
             return 2
-        if (d / "study.csv").exists():  # python -m sim.algorithm1 --study --out d
+        if (d / "map.csv").exists():  # python -m sim.pessimism_map --out d
+            from figures.pessimism_map import make_map_figure
+
+            written += make_map_figure(d)
+        elif (d / "study.csv").exists():  # python -m sim.algorithm1 --study --out d
             from figures.sim_plots import make_study_figure
 
             written += make_study_figure(d)
