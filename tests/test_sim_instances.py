@@ -252,3 +252,34 @@ def test_pipeline_trap_with_sigma_d_and_per_user_references():
     for r in rows:
         assert r["instance"] == "trap" and r["ref_policy"] == "empirical"
         assert r["policy_cert_gap"] <= 1e-9 * 10 and 0 <= r["coverage"] <= 1
+
+
+def test_pessimism_map_cli_tiny_resumes_and_plots(tmp_path):
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    out = tmp_path / "map"
+    cmd = [sys.executable, "-m", "sim.pessimism_map", "--seeds", "2", "--rare", "0.1",
+           "--Np", "15", "--methods", "full", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cells = pd.read_csv(out / "map.csv")
+    assert len(cells) == 4 and set(cells["confidence_set"]) == {"ball", "sigma_d"}
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 8 and {"seed", "instance", "rare_mass", "Np", "confidence_set"} <= set(runs)
+    diff = (runs["gap_pess"] - runs["gap_vanilla"]).groupby(
+        [runs["instance"], runs["confidence_set"]]).mean()
+    np.testing.assert_allclose(cells.set_index(["instance", "confidence_set"])["diff"],
+                               diff.loc[list(cells.set_index(["instance", "confidence_set"]).index)],
+                               rtol=1e-9)
+    stamp = {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.csv")}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # resume: no rework
+    assert r.returncode == 0 and stamp == {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.csv")}
+    r = subprocess.run([sys.executable, "-m", "figures", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (out / "pessimism_map.png").exists() and (out / "pessimism_map.pdf").exists()
+    bad = subprocess.run(cmd[:-1] + [str(tmp_path / "b"), "--rare", "2"], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
