@@ -20,6 +20,7 @@ from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 
 from figures._save import save_png_pdf  # noqa: E402
 
+METHOD_ORDER = ("shared", "local", "full", "global")
 SET_LABELS = {"ball": "ball (Eq. 3.6)", "sigma_d": "sigma_d ellipsoid"}
 
 
@@ -35,7 +36,8 @@ def plot_map(cells: pd.DataFrame):
     rows = list(dict.fromkeys(cells.sort_values(["instance", "margin", "rare"], na_position="first")["row"]))
     nps = sorted(cells["Np"].unique())
     sets = [s for s in SET_LABELS if s in set(cells["confidence_set"])]
-    methods = list(dict.fromkeys(cells["method"]))
+    present = list(dict.fromkeys(cells["method"]))
+    methods = [m for m in METHOD_ORDER if m in present] + [m for m in present if m not in METHOD_ORDER]
     lim = float(np.nanmax(np.abs(cells["diff"]))) or 1.0
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim)
     fig, axes = plt.subplots(len(sets), len(methods), squeeze=False, layout="constrained",
