@@ -3,11 +3,16 @@ induction) vs the exact SOCP (cvxpy + Clarabel, compiled once with Parameters), 
 on the same users.
 
     python -m benchmarks.bench_policy [--users 50] [--seed 0] [--S 20 --A 5 --H 10 --d1 20 --d2 4]
+                                      [--metric-cond C]
 
 Users get theta_hat = a random direction of norm --theta-norm and radii zeta spread so that
 sqrt(zeta)/||theta_hat|| is uniform in [0, --max-ratio] (ratio >= 1 is the trivial case,
 answered exactly without any solve); prints both totals, the ratio and the largest relative
-objective difference.
+objective difference. With --metric-cond C every user gets an ellipsoid (the sigma_d set's
+shape, sim.confidence.sigma_d_ellipsoid): a metric M with random eigenvectors and eigenvalues
+spread geometrically over [1/C, 1], and the ratio is sqrt(zeta)/||P_W' M^(1/2) theta_hat||
+(P_W' the projection on M^(-1/2) W, the span of the achievable feature differences), the
+same scale at which mu_ref becomes optimal.
 """
 
 from __future__ import annotations
@@ -34,27 +39,42 @@ def main(argv=None) -> None:
     ap.add_argument("--theta-norm", type=float, default=1.0)
     ap.add_argument("--max-ratio", type=float, default=0.9,
                     help="largest sqrt(zeta)/||theta_hat|| among the users")
+    ap.add_argument("--metric-cond", type=float, default=None,
+                    help="ellipsoidal sets with metrics of this condition number (default: ball)")
     args = ap.parse_args(argv)
+    if args.metric_cond is not None and not args.metric_cond >= 1:
+        ap.error(f"--metric-cond must be >= 1, got {args.metric_cond}")
     rng = np.random.default_rng(args.seed)
     mdp = random_mdp(args.S, args.A, args.H, args.d1, args.d2, rng, feature_scale=2.0)
     mu = rng.dirichlet(np.ones(args.A), size=(args.H, args.S))
     thetas = rng.normal(size=(args.users, args.d1, args.d2))
     thetas *= args.theta_norm / np.linalg.norm(thetas, axis=(1, 2), keepdims=True)
-    zetas = (rng.uniform(0, args.max_ratio, args.users) * args.theta_norm) ** 2
+    ratios = rng.uniform(0, args.max_ratio, args.users)
+    zetas = (ratios * args.theta_norm) ** 2
 
     t0 = time.perf_counter()
     lp = PessimisticSolver(mdp, mu, "lp")
     build_lp = time.perf_counter() - t0
+    metrics = [None] * args.users
+    if args.metric_cond is not None:
+        D = args.d1 * args.d2
+        for u in range(args.users):
+            q = np.linalg.qr(rng.normal(size=(D, D)))[0]
+            lam = np.geomspace(1.0, 1.0 / args.metric_cond, D)
+            metrics[u] = (q * lam) @ q.T
+            w = np.linalg.qr((q / np.sqrt(lam)) @ q.T @ lp._span_basis)[0]
+            lift = (q * np.sqrt(lam)) @ q.T @ thetas[u].reshape(-1)
+            zetas[u] = (ratios[u] * np.linalg.norm(w.T @ lift)) ** 2
     t0 = time.perf_counter()
     socp = PessimisticSolver(mdp, mu, "socp")
-    socp.solve(thetas[0], zetas[0])  # first solve compiles the cvxpy problem
+    socp.solve(thetas[0], zetas[0], metric=metrics[0])  # first solve compiles the cvxpy problem
     build_socp = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    res_lp = [lp.solve(t, z) for t, z in zip(thetas, zetas)]
+    res_lp = [lp.solve(t, z, metric=m) for t, z, m in zip(thetas, zetas, metrics)]
     t_lp = time.perf_counter() - t0
     t0 = time.perf_counter()
-    res_socp = [socp.solve(t, z) for t, z in zip(thetas, zetas)]
+    res_socp = [socp.solve(t, z, metric=m) for t, z, m in zip(thetas, zetas, metrics)]
     t_socp = time.perf_counter() - t0
 
     rel = max(abs(a.objective - b.objective) / max(1.0, abs(b.objective))
@@ -62,7 +82,8 @@ def main(argv=None) -> None:
     n_lp = np.array([r.n_lp for r in res_lp])
     slowest = max(r.seconds for r in res_lp)
     print(f"S={args.S} A={args.A} H={args.H} d1*d2={args.d1 * args.d2} users={args.users} "
-          f"sqrt(zeta)/||theta|| in [0, {args.max_ratio}]")
+          f"sqrt(zeta)/||theta|| in [0, {args.max_ratio}]"
+          + ("" if args.metric_cond is None else f", ellipsoids of condition {args.metric_cond:g}"))
     print(f"setup      lp {build_lp:8.3f} s   socp (incl. compile) {build_socp:8.3f} s")
     print(f"solve      lp {t_lp:8.3f} s   socp {t_socp:8.3f} s   ratio socp/lp {t_socp / t_lp:6.1f}x")
     print(f"per user   lp {1e3 * t_lp / args.users:8.2f} ms  socp {1e3 * t_socp / args.users:8.2f} ms"
@@ -71,7 +92,8 @@ def main(argv=None) -> None:
     higher = sum(a.objective >= b.objective for a, b in zip(res_lp, res_socp))
     print(f"max relative objective difference {rel:.2e}; LP objective >= SOCP's on "
           f"{higher}/{args.users} users; LP unconverged on "
-          f"{sum(not r.converged for r in res_lp)}")
+          f"{sum(not r.converged for r in res_lp)}; worst LP certified relative gap "
+          f"{max((r.upper_bound - r.objective) / (1 + abs(r.upper_bound)) for r in res_lp):.1e}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """`python -m figures [DIR ...]`: rebuild every figure and table from result directories.
 
-A directory with study.csv is a pessimism study (``python -m sim.algorithm1 --study --out``);
+A directory with map.csv is a pessimism map (``python -m sim.pessimism_map --out``); one with
+study.csv is a pessimism study (``python -m sim.algorithm1 --study --out``);
 one with runs.csv (and no study.csv) is a simulator sweep (figures.sim_plots); one with
 metrics.csv (or subdirectories holding metrics.csv) is an llm run (figures.llm_plots). Default: every directory
 under results/.
@@ -19,8 +20,11 @@ def _plan(d: Path) -> tuple[str, list[Path]]:
     from figures import inputs
     from figures.llm_plots import metrics_files
 
-    kind = "study" if (d / "study.csv").exists() else "sweep" if (d / "runs.csv").exists() else ""
-    if kind == "study":
+    kind = ("map" if (d / "map.csv").exists() else "study" if (d / "study.csv").exists()
+            else "sweep" if (d / "runs.csv").exists() else "")
+    if kind == "map":
+        inputs.load_map(d)
+    elif kind == "study":
         inputs.load_study(d)
     elif kind == "sweep":
         inputs.load_runs(d)
@@ -49,7 +53,11 @@ def main(argv=None) -> int:
             return p.fail(err)
     written = []
     for d, kind, llm in plans:
-        if kind == "study":  # python -m sim.algorithm1 --study --out d
+        if kind == "map":  # python -m sim.pessimism_map --out d
+            from figures.pessimism_map import make_map_figure
+
+            written += make_map_figure(d)
+        elif kind == "study":  # python -m sim.algorithm1 --study --out d
             from figures.sim_plots import make_study_figure
 
             written += make_study_figure(d)

@@ -75,6 +75,11 @@ def load_study(d: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return study, runs
 
 
+def load_map(d: Path) -> pd.DataFrame:
+    """map.csv of `python -m sim.pessimism_map` (one row per pessimism-map cell), validated."""
+    return read_csv_checked(Path(d) / "map.csv", columns=("method", "diff", "diff_low", "diff_high"), require_marker=False)
+
+
 def load_metrics(path: Path) -> list[dict]:
     """Rows of one llm metrics.csv: METRICS_COLUMNS, accuracy in [0, 1], every labeler
     0..K-1 and `all` once per (method, seed)."""

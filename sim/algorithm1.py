@@ -116,8 +116,8 @@ def main(argv=None) -> int:
     ap.add_argument("--radius", choices=RADII, default="calibrated",
                     help="confidence radius of Eq. 3.6 (SimConfig.radius)")
     ap.add_argument("--confidence-set", choices=CONFIDENCE_SETS, default="ball",
-                    help="shape of R_i: Eq. 3.6's ball, or the per-user Fisher ellipsoid "
-                         "(extension, not in the paper)")
+                    help="shape of R_i: Eq. 3.6's ball, or the data-shaped sigma_d ellipsoid "
+                         "(extension, not in the paper; sim.confidence.sigma_d_ellipsoid)")
     ap.add_argument("--zeta-c", type=positive_float, default=1.0,
                     help="constant c of the theory radius (with --radius theory)")
     ap.add_argument("--out", type=Path, default=None,

@@ -11,8 +11,9 @@ R_i = {Theta_init_i + DeltaTheta_i : ||DeltaTheta_i - DeltaTheta_hat_i||_F^2 <= 
   moment-matched (Satterthwaite) scaled chi-square. Closed-form: no refits, no randomness.
   The refit-based alternative is the parametric bootstrap of sim/bootstrap.py; coverage of
   both: docs/pessimism.md (``python -m sim.coverage``).
-- :func:`fisher_ellipsoid`: an extension, not in the paper: ellipsoidal sets shaped by each
-  user's Fisher information (the Wald region), for sim/policy.py's ``metric``.
+- :func:`sigma_d_ellipsoid`: an extension, not in the paper: the data-shaped ellipsoid
+  ||theta - theta_hat||_{Sigma_D + lambda I} <= beta of Zhu, Jordan & Jiao (2023) with beta
+  calibrated from the method's model, for sim/policy.py's ``metric``.
 - :func:`coverage`: fraction of users whose true DeltaTheta*_i lies in R_i.
 """
 
@@ -30,9 +31,9 @@ CALIBRATED_METHODS = ("shared", "local", "full", "global", "nuclear")
 #: Ridge (relative to the trace) that keeps an information matrix invertible when a user's
 #: comparisons do not span the tangent space; the radius is then capped at (2B)^2 anyway.
 FISHER_RIDGE = 1e-10
-#: Relative variance (to the mean of Sigma_i's) that fisher_ellipsoid gives directions its
-#: method's model rules out: small, so they are nearly certain, but M_i stays well conditioned.
-ELLIPSOID_RIDGE = 0.1
+#: Ridge lambda of the data-shaped set, relative to tr(Sigma_D) / D: small, so directions the
+#: data do not see are nearly unconstrained (their variance is then capped by the B-ball).
+SIGMA_D_RIDGE = 1e-3
 
 
 def theory_radius(N, Np, nu, tail, d1, d2, k, min_bias=0.0, delta=0.1, c=1.0) -> float:
@@ -44,7 +45,7 @@ def theory_radius(N, Np, nu, tail, d1, d2, k, min_bias=0.0, delta=0.1, c=1.0) ->
 
 def coverage(delta_true: np.ndarray, delta_hat: np.ndarray, zeta, metric=None) -> float:
     """Fraction of users i with ||delta_true_i - delta_hat_i||_F^2 <= zeta_i (Eq. 3.6), or with
-    e_i^T M_i e_i <= zeta_i for metrics M (N, d1 d2, d1 d2) (:func:`fisher_ellipsoid`).
+    e_i^T M_i e_i <= zeta_i for metrics M (N, d1 d2, d1 d2) (:func:`sigma_d_ellipsoid`).
 
     delta_true, delta_hat: (N, d1, d2); zeta: scalar or (N,), non-negative.
     """
@@ -64,36 +65,69 @@ def coverage(delta_true: np.ndarray, delta_hat: np.ndarray, zeta, metric=None) -
     return float(np.mean(err <= zeta))
 
 
-def fisher_ellipsoid(method: str, est, data: PreferenceData, k: int, B: float,
+def sigma_d_ellipsoid(method: str, est, data: PreferenceData, k: int, B: float,
+                      delta: float = 0.1, init: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Data-shaped sets {||theta - theta_hat_i||^2_{M_i} <= beta_i} (extension, not in the paper).
+
+    The set of pessimistic offline RLHF (Zhu, Jordan & Jiao 2023, Eq. 3.1 there): M_i =
+    Sigma_D,i + lambda I with Sigma_D,i = (1 / n_i) sum_j x_j x_j^T the second moment of the
+    user's feature differences (pooled over users for ``global``, whose estimate uses all
+    data) and lambda = SIGMA_D_RIDGE * tr(Sigma_D,i) / D. Zhu et al.'s beta is a worst-case
+    bound with unknown constants; here it is calibrated like :func:`calibrated_radius`: with
+    Sigma_i the first-order error covariance on the tangent space of the method's model
+    (:func:`error_covariance`: shared = span(B_hat) W plus B_hat's error with its information
+    pooled over users; local = the rank-k manifold; full/global = everything), e^T M_i e is a
+    weighted chi-square with weights eig(M^1/2 Sigma_i M^1/2), and beta_i its (1 - delta)
+    quantile (Satterthwaite). Two caps from the B-ball (||e||_F <= 2B): each eigen-direction
+    of Sigma_i has variance at most (2B)^2, and beta_i <= lambda_max(M_i) (2B)^2 (the set then
+    contains the whole 2B-ball). Returns (M (N, D, D), beta (N,)).
+    """
+    delta_hat, cov = error_covariance(method, est, data, k, B, delta, init)
+    n, d1, d2 = delta_hat.shape
+    D = d1 * d2
+    x = data.diff.reshape(-1, D)
+    second = np.zeros((n, D, D))
+    for i in range(n):
+        rows = x[data.user == i]
+        second[i] = rows.T @ rows / max(len(rows), 1)
+    if method == "global":
+        second[:] = x.T @ x / len(x)
+    metric, beta = np.empty((n, D, D)), np.empty(n)
+    for i in range(n):
+        m = second[i] + SIGMA_D_RIDGE * max(np.trace(second[i]) / D, 1e-300) * np.eye(D)
+        metric[i] = (m + m.T) / 2
+        lam_m, vec_m = np.linalg.eigh(metric[i])
+        lam_c, vec_c = np.linalg.eigh(cov[i])
+        cov_c = (vec_c * np.clip(lam_c, 0.0, 4.0 * B**2)) @ vec_c.T
+        root = (vec_m * np.sqrt(lam_m)) @ vec_m.T
+        w = np.linalg.eigvalsh(root @ cov_c @ root)
+        w = w[w > 1e-14 * max(w.max(), 1e-300)]
+        beta[i] = min(_quantile(w, delta), lam_m.max() * 4.0 * B**2)
+    return metric, beta
+
+
+def error_covariance(method: str, est, data: PreferenceData, k: int, B: float,
                      delta: float = 0.1, init: np.ndarray | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Ellipsoidal sets {(theta - theta_hat_i)^T M_i (theta - theta_hat_i) <= zeta} (extension).
-
-    Not in the paper (Eq. 3.6 is a ball). Sigma_i = the asymptotic covariance of the method's
-    error that :func:`calibrated_radius` uses (Fisher information on the tangent space of the
-    method's parameter set, plus the shared basis' error for ``shared``); M_i = (Sigma_i +
-    s_i I)^-1 with s_i = tr(Sigma_i) / rank(Sigma_i), i.e. directions the method's model rules
-    out get the mean in-model variance (with a tiny s_i the first-order model missed the
-    truth's components outside it: coverage 0.0 for ``shared``); zeta = the chi-square(d1 d2)
-    quantile at 1 - delta (a Wald region). Narrow where data and model pin theta down, wide
-    elsewhere. Returns (M (N, D, D), zeta (N,)).
-    """
+    """(DeltaTheta_hat (N, d1, d2), Sigma (N, D, D)): the first-order covariance of each user's
+    error T_i (T_i^T I_i T_i)^-1 T_i^T (+ the shared basis' error for ``shared``), the
+    distribution behind :func:`calibrated_radius` (whose eigenvalues it has)."""
     delta_hat, info = _information(method, est, data, B, delta, init)
     n, d1, d2 = delta_hat.shape
     D = d1 * d2
+    if method == "shared" and est.basis is None:
+        raise ValueError("method 'shared' needs est.basis (d1, k)")
     extra = (_basis_error_cov(delta_hat, np.asarray(est.basis, dtype=float), info)
              if method == "shared" else np.zeros((n, D, D)))
-    metric = np.empty((n, D, D))
+    cov = np.empty((n, D, D))
     for i in range(n):
         t = _tangent(method, delta_hat[i], k, est.basis)
         info_t = t.T @ info[i] @ t
         info_t += FISHER_RIDGE * max(np.trace(info_t) / len(info_t), 1e-300) * np.eye(len(info_t))
-        cov = t @ np.linalg.solve(info_t, t.T) + extra[i]
-        lam = np.linalg.eigvalsh(cov)
-        rank = int(np.sum(lam > 1e-10 * lam.max()))
-        m = np.linalg.inv(cov + np.trace(cov) / rank * np.eye(D))
-        metric[i] = (m + m.T) / 2
-    return metric, np.full(n, chi2.ppf(1 - delta, D))
+        c = t @ np.linalg.solve(info_t, t.T) + extra[i]
+        cov[i] = (c + c.T) / 2
+    return delta_hat, cov
 
 
 def calibrated_radius(method: str, est, data: PreferenceData, k: int, B: float,

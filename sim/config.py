@@ -6,10 +6,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 from sim.data import BEHAVIOURS
+from sim.mdp import check_trap
 from sim.truth import check_feasible
 
 RADII = ("calibrated", "theory", "bootstrap")
-CONFIDENCE_SETS = ("ball", "fisher")
+CONFIDENCE_SETS = ("ball", "sigma_d")
+INSTANCES = ("default", "trap")
+REF_POLICIES = ("behaviour", "empirical")
 
 
 @dataclass(frozen=True)
@@ -47,8 +50,25 @@ class SimConfig:
     feature_scale: float = 2.0
     """Scale of the features phi(s, a) (sets the signal-to-noise of the BT labels)."""
     confidence_set: str = "ball"
-    """Shape of R_i: 'ball' (Eq. 3.6, radius from `radius`) or 'fisher' (extension, not in the
-    paper: the per-user Fisher ellipsoid of sim.confidence.fisher_ellipsoid; `radius` unused)."""
+    """Shape of R_i: 'ball' (Eq. 3.6, radius from `radius`) or 'sigma_d' (extension, not in the
+    paper: the data-shaped ellipsoid ||theta - theta_hat||_{Sigma_D + lambda I}^2 <= beta of
+    Zhu, Jordan & Jiao (2023), beta calibrated like the ball's radius from the method's model,
+    sim.confidence.sigma_d_ellipsoid; `radius` unused)."""
+    instance: str = "default"
+    """'default' (random MDP, Gaussian features, behaviour from `behaviour`) or 'trap' (a
+    coverage trap, sim/mdp.py trap_mdp: one-hot features, one row of Theta per action (needs
+    A == d1, S >= d2), a known base reward Theta_init favouring TRAP_GOOD actions by
+    `trap_margin`, and a behaviour policy putting mass `rare_mass` on the other actions;
+    `behaviour`, `eps` and `init_scale` are not used). docs/pessimism.md."""
+    rare_mass: float = 0.1
+    """Trap instance: per-step probability that the behaviour policy takes a rare action."""
+    trap_margin: float = 0.2
+    """Trap instance: base-reward advantage (Theta_init entry) of each good action; at 0.5 the
+    plug-in policy is rarely fooled (docs/pessimism.md)."""
+    ref_policy: str = "behaviour"
+    """Reference policy of Eq. 3.7: 'behaviour' (mu_ref = mu1 for every user) or 'empirical'
+    (per-user mu_{i,ref}: user i's own empirical policy of their training trajectories,
+    Dirichlet-smoothed towards the behaviour policy; sim.data.empirical_policy)."""
     radius: str = "calibrated"
     """Confidence radius zeta of Eq. 3.6: 'calibrated' (closed-form Fisher radius), 'bootstrap'
     (parametric bootstrap, the larger radius of two worlds, 2 n_boot refits per method,
@@ -83,8 +103,12 @@ class SimConfig:
         if self.confidence_set not in CONFIDENCE_SETS:
             raise ValueError(f"confidence_set must be one of {CONFIDENCE_SETS}, got "
                              f"{self.confidence_set!r}")
-        if self.confidence_set == "fisher" and self.policy_solver != "lp":
-            raise ValueError("confidence_set='fisher' needs policy_solver='lp'")
+        if self.instance not in INSTANCES:
+            raise ValueError(f"instance must be one of {INSTANCES}, got {self.instance!r}")
+        if self.ref_policy not in REF_POLICIES:
+            raise ValueError(f"ref_policy must be one of {REF_POLICIES}, got {self.ref_policy!r}")
+        if self.instance == "trap":
+            check_trap(self.S, self.A, self.d1, self.d2, self.rare_mass, self.trap_margin)
         if self.radius not in RADII:
             raise ValueError(f"radius must be one of {RADII}, got {self.radius!r}")
         if self.n_boot < 2:

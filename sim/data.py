@@ -31,6 +31,9 @@ class PreferenceData:
     o: np.ndarray
     """(M,) in {0, 1}: 1 when tau_0 is preferred."""
     n_users: int
+    paths: tuple | None = None
+    """Optional (states0, actions0, states1, actions1), each (M, H) int: the trajectories
+    behind x0 and x1 (kept by make_preferences; used by :func:`empirical_policy`)."""
 
     def __post_init__(self):
         m = self.user.shape[0]
@@ -52,7 +55,9 @@ class PreferenceData:
         return np.bincount(self.user, minlength=self.n_users)
 
     def subset(self, mask: np.ndarray) -> PreferenceData:
-        return PreferenceData(self.user[mask], self.x0[mask], self.x1[mask], self.o[mask], self.n_users)
+        paths = None if self.paths is None else tuple(p[mask] for p in self.paths)
+        return PreferenceData(self.user[mask], self.x0[mask], self.x1[mask], self.o[mask],
+                              self.n_users, paths)
 
 
 def behaviour_policy(mdp: TabularMDP, kind: str, rng: np.random.Generator,
@@ -93,11 +98,34 @@ def make_preferences(mdp: TabularMDP, theta: np.ndarray, Np, mu0: np.ndarray, mu
         raise ValueError(f"every user needs Np >= 1 comparisons, got {sizes.min()}")
     m = int(sizes.sum())
     user = np.repeat(np.arange(n), sizes)
-    x0 = trajectory_features(mdp, *sample_trajectories(mdp, mu0, m, rng))
-    x1 = trajectory_features(mdp, *sample_trajectories(mdp, mu1, m, rng))
+    path0 = sample_trajectories(mdp, mu0, m, rng)
+    path1 = sample_trajectories(mdp, mu1, m, rng)
+    x0, x1 = trajectory_features(mdp, *path0), trajectory_features(mdp, *path1)
     margin = np.einsum("mde,mde->m", x0 - x1, theta[user])
     o = (rng.random(m) < expit(margin)).astype(np.int8)
-    return PreferenceData(user=user, x0=x0, x1=x1, o=o, n_users=n)
+    return PreferenceData(user=user, x0=x0, x1=x1, o=o, n_users=n, paths=(*path0, *path1))
+
+
+def empirical_policy(data: PreferenceData, prior: np.ndarray, strength: float = 1.0) -> np.ndarray:
+    """Per-user reference policies mu_{i,ref} (N, H, S, A) of Algorithm 1 (input "reference
+    policy mu_{i,ref}"): user i's empirical policy of both trajectories of each of their
+    comparisons, smoothed by a Dirichlet prior with mean ``prior`` (H, S, A) (the behaviour
+    policy) and weight ``strength`` pseudo-visits: (n_i(h,s,a) + c prior) / (n_i(h,s) + c).
+    Needs data.paths (make_preferences keeps them)."""
+    if data.paths is None:
+        raise ValueError("empirical_policy needs the trajectories (data.paths); "
+                         "build the data with make_preferences")
+    if not strength > 0:
+        raise ValueError(f"strength must be positive, got {strength}")
+    prior = np.asarray(prior, dtype=float)
+    H, S, A = prior.shape
+    s0, a0, s1, a1 = data.paths
+    states, actions = np.concatenate([s0, s1]), np.concatenate([a0, a1])
+    user = np.concatenate([data.user, data.user])
+    counts = np.zeros((data.n_users, H, S, A))
+    h = np.broadcast_to(np.arange(H), states.shape)
+    np.add.at(counts, (np.broadcast_to(user[:, None], states.shape), h, states, actions), 1.0)
+    return (counts + strength * prior) / (counts.sum(-1, keepdims=True) + strength)
 
 
 def check_identifiability(data: PreferenceData, warn: bool = True) -> int:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 PROB_TOL = 1e-9
+#: Trap instances: number of good (well covered) actions, actions 0 .. TRAP_GOOD - 1.
+TRAP_GOOD = 2
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,52 @@ def random_mdp(S: int, A: int, H: int, d1: int, d2: int, rng: np.random.Generato
     rho = rng.dirichlet(np.ones(S))
     phi = rng.normal(scale=feature_scale / np.sqrt(H), size=(S, A, d1, d2))
     return TabularMDP(P=P, rho=rho, phi=phi)
+
+
+def check_trap(S: int, A: int, d1: int, d2: int, rare_mass: float, margin: float) -> None:
+    """ValueError naming the first violated condition of a trap instance (:func:`trap_mdp`)."""
+    if A != d1:
+        raise ValueError(f"instance='trap' needs A == d1 (one feature row per action), got A={A}, d1={d1}")
+    if A <= TRAP_GOOD:
+        raise ValueError(f"instance='trap' needs A > {TRAP_GOOD} (good actions plus rare ones), got A={A}")
+    if S < d2:
+        raise ValueError(f"instance='trap' needs S >= d2 (every feature column visited), got S={S}, d2={d2}")
+    if not 0 < rare_mass < 1:
+        raise ValueError(f"rare_mass must lie in (0, 1), got {rare_mass}")
+    if not margin >= 0:
+        raise ValueError(f"trap_margin must be non-negative, got {margin}")
+
+
+def trap_mdp(S: int, A: int, H: int, d1: int, d2: int, rng: np.random.Generator,
+             feature_scale: float = 1.0, concentration: float = 0.3) -> TabularMDP:
+    """Coverage-trap MDP (extension; docs/pessimism.md): random_mdp's transitions and initial
+    distribution, one-hot features phi(s, a) = feature_scale / sqrt(H) * E_{a, s mod d2}
+    (E_{r, c} the matrix unit), so r_Theta(s, a) is Theta[a, s mod d2] up to the scale: row a of
+    Theta is action a's reward in the d2 state groups, and an action's reward is learned only
+    from the comparisons that visit it. H = S = d2 = 1 is an A-armed bandit. Needs A == d1."""
+    check_trap(S, A, d1, d2, 0.5, 0.0)
+    base = random_mdp(S, A, H, d1, d2, rng, feature_scale=feature_scale,
+                      concentration=concentration)
+    phi = np.zeros((S, A, d1, d2))
+    s, a = np.meshgrid(np.arange(S), np.arange(A), indexing="ij")
+    phi[s, a, a, s % d2] = feature_scale / np.sqrt(H)
+    return TabularMDP(P=base.P, rho=base.rho, phi=phi)
+
+
+def trap_behaviour(H: int, S: int, A: int, rare_mass: float) -> np.ndarray:
+    """Behaviour policy (H, S, A) of a trap: the TRAP_GOOD good actions share 1 - rare_mass,
+    the A - TRAP_GOOD rare ones rare_mass, equally, in every state and step."""
+    pi = np.full((H, S, A), rare_mass / (A - TRAP_GOOD))
+    pi[..., :TRAP_GOOD] = (1.0 - rare_mass) / TRAP_GOOD
+    return pi
+
+
+def trap_base(d1: int, d2: int, margin: float) -> np.ndarray:
+    """Known base reward Theta_init (d1, d2) of a trap: margin on the good actions' rows, 0 on
+    the rare ones, so a rare action is worse unless DeltaTheta* favours it by > margin."""
+    base = np.zeros((d1, d2))
+    base[:TRAP_GOOD] = margin
+    return base
 
 
 def check_policy(mdp: TabularMDP, pi: np.ndarray) -> np.ndarray:

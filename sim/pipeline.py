@@ -5,14 +5,15 @@ DESIGN.md (one per method)."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from sim import bootstrap, confidence, estimators, policy
 from sim.config import SimConfig
-from sim.data import behaviour_policy, check_identifiability, make_preferences
-from sim.mdp import random_mdp
+from sim.data import behaviour_policy, check_identifiability, empirical_policy, make_preferences
+from sim.mdp import random_mdp, trap_base, trap_behaviour, trap_mdp
 from sim.truth import make_ground_truth
 from theory import bounds, diversity
 
@@ -23,12 +24,20 @@ SUBSPACE_METHODS = ("shared", "nuclear")
 def build_instance(cfg: SimConfig, seed: int):
     """MDP, truth, behaviour policy, training and held-out data, all from SeedSequence(seed)."""
     s_mdp, s_truth, s_data, s_test = np.random.SeedSequence(seed).spawn(4)
-    mdp = random_mdp(cfg.S, cfg.A, cfg.H, cfg.d1, cfg.d2, np.random.default_rng(s_mdp),
-                     feature_scale=cfg.feature_scale)
+    trap = cfg.instance == "trap"
+    mdp = (trap_mdp if trap else random_mdp)(cfg.S, cfg.A, cfg.H, cfg.d1, cfg.d2,
+                                             np.random.default_rng(s_mdp),
+                                             feature_scale=cfg.feature_scale)
     truth = make_ground_truth(cfg.N, cfg.d1, cfg.d2, cfg.k, cfg.nu, cfg.tail, cfg.B,
-                              np.random.default_rng(s_truth), init_scale=cfg.init_scale)
+                              np.random.default_rng(s_truth),
+                              init_scale=0.0 if trap else cfg.init_scale)
     rng = np.random.default_rng(s_data)
-    mu = behaviour_policy(mdp, cfg.behaviour, rng, theta_mean=truth.theta.mean(0), eps=cfg.eps)
+    if trap:  # known base reward favouring the covered actions (sim/mdp.py trap_base)
+        base = trap_base(cfg.d1, cfg.d2, cfg.trap_margin)
+        truth = replace(truth, init=np.broadcast_to(base, truth.delta.shape).copy())
+        mu = trap_behaviour(cfg.H, cfg.S, cfg.A, cfg.rare_mass)
+    else:
+        mu = behaviour_policy(mdp, cfg.behaviour, rng, theta_mean=truth.theta.mean(0), eps=cfg.eps)
     train = make_preferences(mdp, truth.theta, cfg.Np, mu, mu, rng)
     test = make_preferences(mdp, truth.theta, cfg.n_test, mu, mu, np.random.default_rng(s_test))
     return mdp, truth, mu, train, test
@@ -57,22 +66,24 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
         ident_rank=check_identifiability(train, warn=False),
         gap_ref=float(np.mean([policy.value_gap(mdp, t, mu) for t in truth.theta])),
     )
+    refs = empirical_policy(train, mu) if cfg.ref_policy == "empirical" else None
     rows, saved = [], {}
     for method in methods:
         t0 = time.perf_counter()
         est = estimators.fit(method, train, cfg.k, cfg.B, init=truth.init)
         fit_s = time.perf_counter() - t0
         theta_hat = truth.init + est.delta
-        if cfg.confidence_set == "fisher":
-            metric, zeta = confidence.fisher_ellipsoid(method, est, train, cfg.k, cfg.B,
-                                                       cfg.delta, init=truth.init)
+        if cfg.confidence_set == "sigma_d":
+            metric, zeta = confidence.sigma_d_ellipsoid(method, est, train, cfg.k, cfg.B,
+                                                        cfg.delta, init=truth.init)
         else:
             metric, zeta = None, _radius(cfg, method, est, train, truth, seed)
         t0 = time.perf_counter()
         gaps_p, gaps_v, pis, cert = [], [], [], []
         for i in range(cfg.N):
             res = solver.solve(theta_hat[i], float(zeta[i]),
-                               metric=None if metric is None else metric[i])
+                               metric=None if metric is None else metric[i],
+                               ref_policy=None if refs is None else refs[i])
             cert.append(res.upper_bound - res.objective)
             gaps_p.append(policy.value_gap(mdp, truth.theta[i], res.pi))
             gaps_v.append(policy.value_gap(mdp, truth.theta[i], policy.vanilla_policy(mdp, theta_hat[i])))

@@ -143,13 +143,13 @@ class PessimisticSolver:
         self.mdp = mdp
         self.solver = solver
         self.tol = float(tol)
-        self.ref_policy = check_policy(mdp, ref_policy)
-        self.d_ref = occupancy(mdp, self.ref_policy)
         H, S, A, D = mdp.H, mdp.S, mdp.A, mdp.d1 * mdp.d2
         self._n = H * S * A
         self._phi = mdp.phi.reshape(S * A, D)
-        # Feature of mu_ref: Phi^T d_ref summed over steps, (D,).
-        self._ref_feat = self.d_ref.reshape(H, S * A).sum(0) @ self._phi
+        # mu_ref, its occupancy d_ref and feature Phi^T d_ref summed over steps (D,); solve()
+        # swaps in a per-user reference for the duration of one solve.
+        self._default_ref = self._reference(ref_policy)
+        self.ref_policy, self.d_ref, self._ref_feat = self._default_ref
         self.strict = bool(strict)
         self._last = None  # (key, PolicyResult) of the previous solve
         self.max_lp = int(max_lp) if max_lp is not None else MAX_LP_PER_DIM * (D + 1) + MAX_LP_BASE
@@ -163,32 +163,44 @@ class PessimisticSolver:
             self._socp = OccupancySOCP(mdp, self._phi, self._ref_feat)
 
     # ------------------------------------------------------------------ public
-    def solve(self, theta_hat: np.ndarray, zeta: float, metric: np.ndarray | None = None
-              ) -> PolicyResult:
+    def solve(self, theta_hat: np.ndarray, zeta: float, metric: np.ndarray | None = None,
+              ref_policy: np.ndarray | None = None) -> PolicyResult:
         """Pessimistic policy for theta_hat (d1, d2) = Theta_init_i + DeltaTheta_hat_i, radius zeta.
 
         metric: None for the Frobenius ball of Eq. 3.6, or a symmetric positive definite
         (d1 d2, d1 d2) matrix M for the ellipsoid (theta - theta_hat)^T M (theta - theta_hat) <=
-        zeta (an extension, not in the paper; LP path only). The inner minimum is then
-        <v, theta_hat> - sqrt(zeta) ||M^(-1/2) v||, i.e. (*) in the coordinates v' = M^(-1/2) v.
+        zeta (an extension, not in the paper). The inner minimum is then <v, theta_hat> -
+        sqrt(zeta) ||M^(-1/2) v||, i.e. (*) in the coordinates v' = M^(-1/2) v.
+        ref_policy: (H, S, A) this user's mu_{i,ref} (Algorithm 1's input), None for the
+        solver's mu_ref. W = Phi^T (null space of the flow equations) does not depend on it.
         """
         theta_hat = _check_theta(self.mdp, theta_hat)
         zeta = _check_zeta(zeta)
         root = None if metric is None else self._metric_root(metric)
+        ref = self._default_ref if ref_policy is None else self._reference(ref_policy)
         start = time.perf_counter()
-        key = (theta_hat.tobytes(), zeta, None if metric is None else np.asarray(metric).tobytes())
+        key = (theta_hat.tobytes(), zeta, None if metric is None else np.asarray(metric).tobytes(),
+               ref[0].tobytes())
         if self._last is not None and self._last[0] == key:
             # Users with the same estimate and radius (every user of `global`) share one solve.
             res = self._last[1]
             return replace(res, pi=res.pi.copy(), seconds=time.perf_counter() - start)
-        res = self._solve(theta_hat, zeta, root, start)
+        self.ref_policy, self.d_ref, self._ref_feat = ref
+        try:
+            res = self._solve(theta_hat, zeta, root, start)
+        finally:
+            self.ref_policy, self.d_ref, self._ref_feat = self._default_ref
         self._last = (key, res)
         return replace(res, pi=res.pi.copy())
 
+    def _reference(self, ref_policy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mu_ref (H, S, A), its occupancy (H, S, A), Phi^T d_ref summed over steps (D,))."""
+        pi = check_policy(self.mdp, ref_policy)
+        d = occupancy(self.mdp, pi)
+        return pi, d, d.reshape(self.mdp.H, -1).sum(0) @ self._phi
+
     def _metric_root(self, metric) -> tuple[np.ndarray, np.ndarray]:
         """(M^(-1/2), M^(1/2)) of a symmetric positive definite metric; ValueError otherwise."""
-        if self.solver != "lp":
-            raise ValueError("an ellipsoidal confidence set (metric) needs solver='lp'")
         m = np.asarray(metric, dtype=float)
         D = self.mdp.d1 * self.mdp.d2
         if m.shape != (D, D) or not np.all(np.isfinite(m)) or not np.allclose(m, m.T):
@@ -215,7 +227,7 @@ class PessimisticSolver:
         if self.solver == "lp":
             pi, obj, ub, n_lp, theta_worst = self._solve_lp(theta_hat, zeta, root)
         else:
-            pi, obj, ub, theta_worst = self._solve_socp(theta_hat, zeta)
+            pi, obj, ub, theta_worst = self._solve_socp(theta_hat, zeta, root)
             n_lp = 0
         return PolicyResult(pi=pi, objective=obj, n_lp=n_lp, seconds=time.perf_counter() - start,
                             upper_bound=ub, theta_worst=theta_worst,
@@ -343,18 +355,20 @@ class PessimisticSolver:
         return th - sz * (u if root is None else root[0] @ u)
 
     # ------------------------------------------------------------------ SOCP path
-    def _solve_socp(self, theta_hat, zeta):
+    def _solve_socp(self, theta_hat, zeta, root=None):
         mdp = self.mdp
-        dv, status = self._socp.solve(theta_hat, zeta)
+        dv, status = self._socp.solve(theta_hat, zeta, self._ref_feat,
+                                      None if root is None else root[0])
         pi = extract_policy(dv)
         # Certify the interior-point answer exactly: the extracted policy's own objective is a
         # lower bound, backward induction at its worst-case theta an upper bound (weak duality).
         # Near the cone's tip (v = 0) Clarabel often reports 'optimal_inaccurate'; such an
         # answer is kept only when this certified gap is within tol.
-        obj = pessimistic_objective(mdp, occupancy(mdp, pi), self.d_ref, theta_hat, zeta)
-        th = theta_hat.reshape(-1)
+        th, sz = theta_hat.reshape(-1), float(np.sqrt(zeta))
+        v_pi = self._v(occupancy(mdp, pi).reshape(-1))
+        obj = float(v_pi @ th - sz * np.linalg.norm(v_pi if root is None else root[0] @ v_pi))
         v = self._v(dv.reshape(-1))
-        theta_worst = self._worst_theta(th, np.sqrt(zeta), v).reshape(mdp.d1, mdp.d2)
+        theta_worst = self._worst_theta(th, sz, v, root).reshape(mdp.d1, mdp.d2)
         ub = self._dual_bound(theta_worst.reshape(-1))[1]
         if not self._converged(ub, obj) and self.strict:
             raise RuntimeError(f"Clarabel's SOCP answer (status {status!r}) has certified gap "

@@ -73,3 +73,10 @@ def test_sim_scaling_sweep_tiny(tmp_path):
           "--out", str(out), "--tmp", str(tmp_path / "scratch")])
     for name in ("sweep.csv", "report.md"):
         assert (out / name).exists(), name
+
+
+def test_bench_policy_ellipsoid_tiny():
+    proc = _run(["benchmarks.bench_policy", "--users", "3", "--S", "4", "--A", "3", "--H", "3",
+                 "--d1", "3", "--d2", "2", "--metric-cond", "100"])
+    assert "ellipsoids of condition 100" in proc.stdout
+    assert "LP unconverged on 0" in proc.stdout

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.stats import chi2
 
 from sim import confidence, estimators
 from sim.data import make_preferences
@@ -93,26 +92,54 @@ def test_calibrated_coverage_over_seeds(method, floor):
     assert np.mean(covs) >= floor, f"{method}: coverage {np.mean(covs):.3f}"
 
 
+@pytest.mark.parametrize("method", ["shared", "local", "full", "global"])
+def test_sigma_d_set_is_the_data_moment_with_a_monte_carlo_quantile(method):
+    # M_i must be (1/n_i) sum_j x_j x_j^T + lambda I (an explicit loop over comparisons), and
+    # beta_i the (1 - delta) quantile of e^T M_i e for e ~ N(0, Sigma_i): checked against a
+    # Monte Carlo quantile of draws from error_covariance (Satterthwaite is approximate: 15%).
+    truth, data, k = _setup(0, Np=300, N=6)
+    est = estimators.fit(method, data, k, 1.0)
+    metric, beta = confidence.sigma_d_ellipsoid(method, est, data, k, 1.0, delta=0.1)
+    _, cov = confidence.error_covariance(method, est, data, k, 1.0)
+    x = data.diff.reshape(len(data.o), -1)
+    D = x.shape[1]
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        rows = range(len(x)) if method == "global" else np.flatnonzero(data.user == i)
+        mom = sum(np.outer(x[j], x[j]) for j in rows) / len(rows)
+        lam = confidence.SIGMA_D_RIDGE * np.trace(mom) / D
+        np.testing.assert_allclose(metric[i], mom + lam * np.eye(D), rtol=1e-10, atol=1e-12)
+        w, v = np.linalg.eigh(cov[i])
+        e = rng.normal(size=(40000, D)) * np.sqrt(np.clip(w, 0, 4.0)) @ v.T
+        q = np.quantile(np.einsum("nd,de,ne->n", e, metric[i], e), 0.9)
+        assert beta[i] == pytest.approx(q, rel=0.15)
+
+
 @pytest.mark.parametrize("method", ["shared", "full"])
-def test_fisher_ellipsoid_is_conservative_and_covers(method):
-    # M_i^-1 = Sigma_i + s_i I dominates the first-order covariance Sigma_i, whose (1 - delta)
-    # Satterthwaite quantile is calibrated_radius: the ellipsoid contains the error at least
-    # as often as a Gaussian with covariance Sigma_i would, and coverage uses the M-norm.
+def test_sigma_d_set_covers(method):
     covs = []
     for seed in range(3):
         truth, data, k = _setup(seed, Np=400, N=10)
         est = estimators.fit(method, data, k, 1.0)
-        metric, zeta = confidence.fisher_ellipsoid(method, est, data, k, 1.0, delta=0.1)
-        assert metric.shape == (10, 8, 8) and np.allclose(metric, metric.transpose(0, 2, 1))
-        assert np.all(np.linalg.eigvalsh(metric) > 0)
-        assert np.allclose(zeta, chi2.ppf(0.9, 8))
+        metric, beta = confidence.sigma_d_ellipsoid(method, est, data, k, 1.0, delta=0.1)
+        assert metric.shape == (10, 8, 8) and np.all(np.linalg.eigvalsh(metric) > 0)
         e = (truth.delta - est.delta).reshape(10, -1)
-        by_hand = np.mean(np.einsum("nd,nde,ne->n", e, metric, e) <= zeta)
-        covs.append(confidence.coverage(truth.delta, est.delta, zeta, metric))
+        by_hand = np.mean(np.einsum("nd,nde,ne->n", e, metric, e) <= beta)
+        covs.append(confidence.coverage(truth.delta, est.delta, beta, metric))
         assert covs[-1] == by_hand
     assert np.mean(covs) >= 0.85
     with pytest.raises(ValueError, match="unknown method"):
-        confidence.fisher_ellipsoid("lora", est, data, k, 1.0)
+        confidence.sigma_d_ellipsoid("lora", est, data, k, 1.0)
+
+
+def test_sigma_d_beta_is_capped_by_the_ball():
+    # With 3 comparisons per user in 8 dimensions most directions carry no information; every
+    # error lies in the 2B-ball, so beta never exceeds lambda_max(M) (2B)^2.
+    truth, data, k = _setup(1, Np=3, N=4)
+    est = estimators.fit("full", data, k, 1.0)
+    metric, beta = confidence.sigma_d_ellipsoid("full", est, data, k, 1.0)
+    assert np.all(beta <= np.linalg.eigvalsh(metric)[:, -1] * 4.0 * (1 + 1e-12))
+    assert confidence.coverage(truth.delta, est.delta, beta, metric) == 1.0
 
 
 def test_fisher_information_matches_a_direct_sum():

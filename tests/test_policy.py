@@ -270,5 +270,48 @@ def test_ellipsoidal_set_equals_ball_in_transformed_features():
         lp.solve(th, 0.3, metric=np.zeros((D, D)))
     with pytest.raises(ValueError, match="symmetric"):
         lp.solve(th, 0.3, metric=np.eye(D + 1))
-    with pytest.raises(ValueError, match="solver='lp'"):
-        PessimisticSolver(mdp, mu, "socp").solve(th, 0.3, metric=np.eye(D))
+
+
+def _data_shaped_metric(rng, D, cond=1e3):
+    """A metric like Sigma_D + lambda I: random eigenvectors, eigenvalues spread over `cond`."""
+    q = np.linalg.qr(rng.normal(size=(D, D)))[0]
+    return (q * np.geomspace(1.0, 1.0 / cond, D)) @ q.T
+
+
+@pytest.mark.parametrize("zeta", [1e-3, 0.05, 0.5])
+def test_ellipsoid_lp_agrees_with_socp_and_is_certified(solvers, zeta):
+    # The LP path and Clarabel's SOCP on the same ellipsoid, the LP answer certified to 1e-9.
+    mdp, mu, lp, socp = solvers
+    rng = np.random.default_rng(5)
+    D = mdp.d1 * mdp.d2
+    for _ in range(3):
+        M = _data_shaped_metric(rng, D)
+        th = rng.normal(size=(mdp.d1, mdp.d2))
+        a, b = lp.solve(th, zeta, metric=M), socp.solve(th, zeta, metric=M)
+        assert a.converged and a.upper_bound - a.objective <= 1e-9 * (1 + abs(a.upper_bound))
+        assert a.objective == pytest.approx(b.objective, rel=1e-6, abs=1e-7)
+        assert a.objective >= b.objective - 1e-7  # the SOCP's own certificate is weaker
+        v = np.einsum("hsa,sade->de", occupancy(mdp, a.pi) - lp.d_ref, mdp.phi).reshape(-1)
+        lam, vec = np.linalg.eigh(M)
+        direct = v @ th.reshape(-1) - np.sqrt(zeta) * np.sqrt(v @ (vec / lam) @ vec.T @ v)
+        assert a.objective == pytest.approx(direct, rel=1e-7, abs=1e-9)
+
+
+@pytest.mark.parametrize("solver", ["lp", "socp"])
+def test_per_user_reference_equals_a_solver_built_with_it(solver):
+    # solve(..., ref_policy=r) must be Eq. 3.7 with mu_{i,ref} = r: the same answer as a solver
+    # constructed with r; the solver's own mu_ref is untouched afterwards.
+    mdp, mu, rng = _instance(4, S=4, A=3, H=3, d1=3, d2=2, ref="random")
+    D = mdp.d1 * mdp.d2
+    shared = PessimisticSolver(mdp, mu, solver)
+    for _ in range(3):
+        r = rng.dirichlet(np.ones(mdp.A), size=(mdp.H, mdp.S))
+        own = PessimisticSolver(mdp, r, solver)
+        th = rng.normal(size=(mdp.d1, mdp.d2))
+        for zeta, M in ((0.2, None), (0.2, _data_shaped_metric(rng, D, 50.0))):
+            a, b = shared.solve(th, zeta, metric=M, ref_policy=r), own.solve(th, zeta, metric=M)
+            assert a.objective == pytest.approx(b.objective, rel=1e-6, abs=1e-7)
+    np.testing.assert_array_equal(shared.ref_policy, mu)
+    base = shared.solve(th, 0.2)
+    assert base.objective == pytest.approx(PessimisticSolver(mdp, mu, solver).solve(th, 0.2).objective,
+                                           rel=1e-6, abs=1e-7)

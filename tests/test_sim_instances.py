@@ -145,3 +145,141 @@ def test_poor_behaviour_avoids_the_mean_optimum():
         simdata.behaviour_policy(mdp, "expert", rng)
     with pytest.raises(ValueError, match="unknown behaviour"):
         simdata.behaviour_policy(mdp, "greedy", rng)
+
+
+# ------------------------------------------------------------------ coverage traps, mu_{i,ref}
+def test_trap_bandit_by_hand():
+    # H = S = d2 = 1: an A-armed bandit whose arm a earns feature_scale * theta[a, 0].
+    from sim.mdp import trap_mdp
+
+    mdp = trap_mdp(1, 5, 1, 5, 1, np.random.default_rng(0), feature_scale=2.0)
+    theta = np.arange(5.0)[:, None]
+    np.testing.assert_allclose(mdp.step_rewards(theta), 2.0 * np.arange(5.0)[None])
+    pi, v = backward_induction(mdp, mdp.step_rewards(theta))
+    assert v == pytest.approx(8.0) and pi[0, 0, 4] == 1.0
+
+
+def test_trap_value_by_state_groups():
+    # J(pi) = sum_h sum_s d_h(s) sum_a pi_h(a|s) scale/sqrt(H) theta[a, s mod d2], by an
+    # explicit forward pass (not via occupancy measures or features).
+    from sim.mdp import trap_behaviour, trap_mdp
+
+    rng = np.random.default_rng(3)
+    S, A, H, d2 = 5, 4, 3, 2
+    mdp = trap_mdp(S, A, H, A, d2, rng, feature_scale=1.5)
+    pi = rng.dirichlet(np.ones(A), size=(H, S))
+    theta = rng.normal(size=(A, d2))
+    state, total = mdp.rho.copy(), 0.0
+    for h in range(H):
+        for s in range(S):
+            for a in range(A):
+                total += state[s] * pi[h, s, a] * 1.5 / np.sqrt(H) * theta[a, s % d2]
+        state = np.einsum("s,sa,sat->t", state, pi[h], mdp.P[h])
+    assert value(mdp, pi, theta) == pytest.approx(total, rel=1e-12)
+    mu = trap_behaviour(H, S, A, 0.2)
+    np.testing.assert_allclose(mu.sum(-1), 1.0)
+    np.testing.assert_allclose(mu[..., 2:].sum(-1), 0.2)
+    np.testing.assert_allclose(mu[..., 0], mu[..., 1])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(instance="trap"), "A == d1"),
+    (dict(instance="trap", A=12, S=2), "S >= d2"),
+    (dict(instance="trap", A=12, rare_mass=1.0), "rare_mass"),
+    (dict(instance="maze"), "instance must be"),
+    (dict(ref_policy="mine"), "ref_policy must be"),
+    (dict(confidence_set="fisher"), "confidence_set must be"),
+])
+def test_trap_and_reference_config_validation(kwargs, message):
+    from sim.config import SimConfig
+
+    with pytest.raises(ValueError, match=message):
+        SimConfig(**kwargs)
+
+
+def test_trap_instance_is_a_coverage_trap():
+    # build_instance: known base reward on the good rows, behaviour mass rare_mass on the rest,
+    # and the data visit the rare actions at that rate.
+    from sim.config import SimConfig
+    from sim.mdp import TRAP_GOOD
+    from sim.pipeline import build_instance
+
+    cfg = SimConfig(instance="trap", A=12, rare_mass=0.05, trap_margin=0.3, Np=200, N=4)
+    mdp, truth, mu, train, _ = build_instance(cfg, 0)
+    np.testing.assert_allclose(truth.init[:, :TRAP_GOOD], 0.3)
+    np.testing.assert_allclose(truth.init[:, TRAP_GOOD:], 0.0)
+    s0, a0, s1, a1 = train.paths
+    rare = np.mean(np.concatenate([a0, a1]) >= TRAP_GOOD)
+    assert rare == pytest.approx(0.05, abs=0.01)
+    assert np.allclose(mu[..., TRAP_GOOD:].sum(-1), 0.05)
+
+
+def test_empirical_reference_policy_by_hand_and_recovery():
+    # One state, H = 1, two actions: user 0 takes a0 three times and a1 once over its two
+    # comparisons' four trajectories; with prior (1/2, 1/2) and strength 1: (3.5/5, 1.5/5).
+    mdp = TabularMDP(P=np.ones((1, 1, 2, 1)), rho=np.ones(1), phi=np.ones((1, 2, 1, 1)))
+    a0, a1 = np.array([[0], [0]]), np.array([[0], [1]])
+    s = np.zeros((2, 1), dtype=int)
+    d = simdata.PreferenceData(np.zeros(2, int), np.zeros((2, 1, 1)), np.zeros((2, 1, 1)),
+                               np.zeros(2, np.int8), 1, paths=(s, a0, s, a1))
+    pi = simdata.empirical_policy(d, np.full((1, 1, 2), 0.5))
+    np.testing.assert_allclose(pi[0, 0, 0], [0.7, 0.3])
+    # Recovery: with many comparisons each user's empirical policy approaches the behaviour's.
+    rng = np.random.default_rng(1)
+    mdp = random_mdp(4, 3, 3, 2, 1, rng)
+    mu = rng.dirichlet(np.ones(3), size=(3, 4))
+    gt = make_ground_truth(2, 2, 1, 1, 0.2, 0.0, 1.0, rng)
+    errs = []
+    for n in (50, 5000):
+        data = simdata.make_preferences(mdp, gt.theta, n, mu, mu, rng)
+        pi = simdata.empirical_policy(data, mu)
+        occ = occupancy(mdp, mu)
+        errs.append(np.max(np.abs(pi - mu) * occ.sum(-1, keepdims=True)))
+        assert np.allclose(pi.sum(-1), 1.0)
+    assert errs[1] < errs[0] / 3
+    with pytest.raises(ValueError, match="paths"):
+        simdata.empirical_policy(simdata.PreferenceData(d.user, d.x0, d.x1, d.o, 1), mu)
+
+
+def test_pipeline_trap_with_sigma_d_and_per_user_references():
+    # Smoke of the full path: the runs.csv row carries the new fields, the certified gap holds.
+    from sim.config import SimConfig
+    from sim.pipeline import run_instance
+
+    cfg = SimConfig(instance="trap", A=12, N=4, Np=60, S=4, H=2, confidence_set="sigma_d",
+                    ref_policy="empirical")
+    rows = run_instance(cfg, 0, ["full", "shared"])
+    for r in rows:
+        assert r["instance"] == "trap" and r["ref_policy"] == "empirical"
+        assert r["policy_cert_gap"] <= 1e-9 * 10 and 0 <= r["coverage"] <= 1
+
+
+def test_pessimism_map_cli_tiny_resumes_and_plots(tmp_path):
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    out = tmp_path / "map"
+    cmd = [sys.executable, "-m", "sim.pessimism_map", "--seeds", "2", "--rare", "0.1",
+           "--Np", "15", "--methods", "full", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cells = pd.read_csv(out / "map.csv")
+    assert len(cells) == 4 and set(cells["confidence_set"]) == {"ball", "sigma_d"}
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 8 and {"seed", "instance", "rare_mass", "Np", "confidence_set"} <= set(runs)
+    diff = (runs["gap_pess"] - runs["gap_vanilla"]).groupby(
+        [runs["instance"], runs["confidence_set"]]).mean()
+    np.testing.assert_allclose(cells.set_index(["instance", "confidence_set"])["diff"],
+                               diff.loc[list(cells.set_index(["instance", "confidence_set"]).index)],
+                               rtol=1e-9)
+    stamp = {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.csv")}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)  # resume: no rework
+    assert r.returncode == 0 and stamp == {p.name: p.stat().st_mtime_ns for p in (out / "parts").glob("*.csv")}
+    r = subprocess.run([sys.executable, "-m", "figures", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (out / "pessimism_map.png").exists() and (out / "pessimism_map.pdf").exists()
+    bad = subprocess.run(cmd[:-1] + [str(tmp_path / "b"), "--rare", "2"], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr

@@ -69,8 +69,7 @@ def test_sweep_outputs_determinism_and_resume(tmp_path):
     (["--vary", "nu", "--seeds", "0"], "--seeds"),
     (["--vary", "nu", "--methods", "shared,lora"], "unknown method"),
     (["--vary", "nu", "--set", "S=-1"], "bad base config (--set or the grid's base): S must"),
-    (["--vary", "nu", "--set", "confidence_set=fisher", "--set", "policy_solver=socp"],
-     "needs policy_solver='lp'"),
+    (["--vary", "nu", "--set", "confidence_set=fisher"], "confidence_set must be one of"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, message):
     out = tmp_path / "out"

@@ -1,0 +1,178 @@
+"""`python -m sim.pessimism_map`: where does the pessimism of Eq. 3.7 help? A map over
+instance (default, and coverage traps of rare-action mass m) x N_p x confidence set (Eq. 3.6's
+ball, the data-shaped sigma_d ellipsoid) x method, reporting gap_pess - gap_vanilla (the
+paired difference of Theorem 4.2's left-hand side with and without pessimism) with a 95% t
+interval over seeds per cell.
+
+    python -m sim.pessimism_map [--seeds 20] [--rare 0.02,0.1,0.3] [--Np 25,100,400]
+                                [--margins 0.2] [--no-default]
+                                [--methods shared,local,full,global] [--out DIR]
+
+Every instance is SimConfig's defaults with Np changed; traps also set instance='trap',
+A = d1 and rare_mass (docs/pessimism.md). Per (instance, seed) the data and each method's
+fit are shared by both sets, so the two sets' cells are paired too. DIR (default
+results/pessimism-map) gets runs.csv (one row per instance x seed x method x set, full config
+and seed), map.csv (the cells) and, via `python -m figures DIR`, the figure; an interrupted
+run resumes from DIR/parts (sim.parts).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # tiny matrices: BLAS threads only contend
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from sim import confidence, estimators, parts, policy  # noqa: E402
+from sim.algorithm1 import _ci  # noqa: E402
+from sim.cli import OneLineParser  # noqa: E402
+from sim.config import CONFIDENCE_SETS, SimConfig  # noqa: E402
+from sim.mdp import backward_induction, value  # noqa: E402
+from sim.pipeline import _radius, build_instance  # noqa: E402
+
+METHODS = ("shared", "local", "full", "global")
+
+
+def instance_configs(base: SimConfig, rare, nps, margins=(0.2,), default=True) -> list[SimConfig]:
+    """The map's instances per Np: the default instance (unless default=False) and one trap per
+    (base-reward margin, rare-action mass)."""
+    cfgs = []
+    for np_ in nps:
+        cfgs += [base.with_(Np=np_)] if default else []
+        cfgs += [base.with_(Np=np_, instance="trap", A=base.d1, rare_mass=m, trap_margin=g)
+                 for g in margins for m in rare]
+    return cfgs
+
+
+def run_cell(cfg: SimConfig, seed: int, methods=METHODS) -> list[dict]:
+    """One instance and seed: per method one fit, then both confidence sets; one row per
+    (method, set) with the pessimistic and plug-in gaps on the same fit."""
+    mdp, truth, mu, train, _ = build_instance(cfg, seed)
+    solver = policy.PessimisticSolver(mdp, mu, solver=cfg.policy_solver)
+    # J(pi*_i; r*_i) once per user; gaps are then one exact evaluation per policy.
+    j_star = np.array([value(mdp, backward_induction(mdp, mdp.step_rewards(t))[0], t)
+                       for t in truth.theta])
+
+    def gap(i, pi):
+        g = j_star[i] - float(value(mdp, pi, truth.theta[i]))
+        if g < -policy.GAP_ROUNDING_TOL * max(1.0, abs(j_star[i])):
+            raise RuntimeError(f"negative value gap {g:.3e}: backward induction is not optimal")
+        return max(g, 0.0)
+
+    gap_ref = float(np.mean([gap(i, mu) for i in range(cfg.N)]))
+    rows = []
+    for method in methods:
+        est = estimators.fit(method, train, cfg.k, cfg.B, init=truth.init)
+        theta_hat = truth.init + est.delta
+        gaps_v = [gap(i, policy.vanilla_policy(mdp, theta_hat[i])) for i in range(cfg.N)]
+        for cset in CONFIDENCE_SETS:
+            c = cfg.with_(confidence_set=cset)
+            if cset == "sigma_d":
+                metric, zeta = confidence.sigma_d_ellipsoid(method, est, train, c.k, c.B, c.delta,
+                                                            init=truth.init)
+            else:
+                metric, zeta = None, _radius(c, method, est, train, truth, seed)
+            t0 = time.perf_counter()
+            res = [solver.solve(theta_hat[i], float(zeta[i]),
+                                metric=None if metric is None else metric[i]) for i in range(c.N)]
+            policy_s = time.perf_counter() - t0
+            gaps_p = [gap(i, r.pi) for i, r in enumerate(res)]
+            rows.append(dict(
+                **c.as_dict(), seed=seed, method=method,
+                gap_pess=float(np.mean(gaps_p)), gap_vanilla=float(np.mean(gaps_v)),
+                gap_ref=gap_ref,
+                coverage=confidence.coverage(truth.delta, est.delta, zeta, metric),
+                zeta=float(np.mean(zeta)),
+                at_ref=float(np.mean([r.n_lp == 0 and r.objective == 0.0 for r in res])),
+                n_lp=float(np.mean([r.n_lp for r in res])),
+                policy_cert_gap=float(max(r.upper_bound - r.objective for r in res)),
+                policy_converged=all(r.converged for r in res),
+                est_err=float(np.mean(np.sum((est.delta - truth.delta) ** 2, axis=(1, 2)))),
+                policy_s=policy_s))
+    return rows
+
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell: mean pess - plug-in with its paired 95% t interval over seeds, the mean
+    gaps, coverage, zeta and the fraction of users whose pessimistic policy is mu_ref."""
+    runs = runs.assign(rare=np.where(runs["instance"] == "trap", runs["rare_mass"], np.nan))
+    runs = runs.assign(margin=np.where(runs["instance"] == "trap", runs["trap_margin"], np.nan))
+    keys = ["instance", "margin", "rare", "Np", "confidence_set", "method"]
+    out = []
+    for key, g in runs.groupby(keys, sort=True, dropna=False):
+        d = (g["gap_pess"] - g["gap_vanilla"]).to_numpy()
+        mean, lo, hi = _ci(d)
+        out.append(dict(zip(keys, key), seeds=len(g), diff=mean, diff_low=lo, diff_high=hi,
+                        verdict="helps" if hi < 0 else ("hurts" if lo > 0 else "no difference"),
+                        gap_pess=g["gap_pess"].mean(), gap_vanilla=g["gap_vanilla"].mean(),
+                        gap_ref=g["gap_ref"].mean(), coverage=g["coverage"].mean(),
+                        zeta=g["zeta"].mean(), at_ref=g["at_ref"].mean(),
+                        max_cert_gap=g["policy_cert_gap"].max()))
+    return pd.DataFrame(out)
+
+
+def main(argv=None) -> int:
+    ap = OneLineParser(prog="python -m sim.pessimism_map", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, default=20, help="seeds 0..S-1 per instance")
+    ap.add_argument("--rare", default="0.02,0.1,0.3", help="rare-action masses of the traps")
+    ap.add_argument("--Np", default="25,100,400", help="comparisons per user")
+    ap.add_argument("--margins", default="0.2", help="base-reward margins of the traps")
+    ap.add_argument("--no-default", action="store_true", help="traps only")
+    ap.add_argument("--methods", default=",".join(METHODS), help="estimators (DESIGN.md names)")
+    ap.add_argument("--out", type=Path, default=Path("results/pessimism-map"))
+    args = ap.parse_args(argv)
+    try:
+        rare = [float(x) for x in args.rare.split(",")]
+        nps = [int(x) for x in args.Np.split(",")]
+        margins = [float(x) for x in args.margins.split(",")]
+    except ValueError as e:
+        ap.error(f"--rare and --Np take comma-separated numbers: {e}")
+    methods = tuple(args.methods.split(","))
+    bad = [m for m in methods if m not in estimators.METHODS]
+    if bad:
+        ap.error(f"unknown method(s) {bad}; expected some of {estimators.METHODS}")
+    if args.seeds < 2:
+        ap.error(f"--seeds must be at least 2, got {args.seeds}")
+    try:
+        cfgs = instance_configs(SimConfig(), rare, nps, margins, not args.no_default)
+    except ValueError as e:
+        ap.error(str(e))
+    err = parts.claim(args.out, "pessimism_map", dict(rare=rare, Np=nps, margins=margins,
+                                                           default=not args.no_default,
+                                                           methods=list(methods)))
+    if err:
+        ap.error(err)
+    done = parts.finished(args.out)
+    tasks = [(c, s) for c in cfgs for s in range(args.seeds)]
+    try:
+        for c, s in tqdm(tasks, desc="pessimism map", unit="run"):
+            name = parts.part_name(c.instance, c.trap_margin, c.rare_mass, c.Np, s)
+            if name not in done:
+                parts.write_part(args.out, name, run_cell(c, s, methods))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; finished runs are kept in {args.out}/parts, re-run to resume",
+              file=sys.stderr)
+        return 130
+    runs = parts.read_parts(args.out)
+    runs = runs[runs["seed"].lt(args.seeds) & runs["method"].isin(methods)]
+    cells = summarise(runs)
+    parts.write_csv_atomic(runs, args.out / "runs.csv")
+    parts.write_csv_atomic(cells, args.out / "map.csv")
+    print(f"wrote {args.out / 'runs.csv'} ({len(runs)} rows) and map.csv ({len(cells)} cells)")
+    with pd.option_context("display.width", 200, "display.max_rows", 500):
+        print(cells[["instance", "margin", "rare", "Np", "confidence_set", "method", "diff", "diff_low",
+                     "diff_high", "gap_vanilla", "gap_ref", "coverage", "at_ref"]]
+              .round(3).to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
