@@ -181,3 +181,55 @@ def _write_json(path: Path, obj) -> None:
 def _read_csv(path: Path) -> list[dict]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+@pytest.mark.llm
+@pytest.mark.usefixtures("torch_one_thread")
+def test_policy_command_writes_exact_rows(runs, tmp_path):
+    from llm.policy import POLICY_COLUMNS, main
+    from llm.synth import write_candidates
+
+    meta = json.loads((FIXTURE / "synth_meta.json").read_text())
+    write_candidates(tmp_path / "c", make_candidates(meta, n_candidates=4, n_posts=6), meta)
+    args = ["--run", str(runs["global"]), "--run", str(runs["shared"]), "--candidates",
+            str(tmp_path / "c"), "--n", "1,2,4"]
+    assert main(args + ["--out", str(tmp_path / "p")]) == 0
+    rows = _read_csv(tmp_path / "p" / "policy.csv")
+    assert tuple(rows[0]) == POLICY_COLUMNS
+    assert {r["method"] for r in rows} == {"global", "shared", "true-reward", "random"}
+    assert len(rows) == 4 * 5 * 3
+    by = {(r["method"], int(r["user"]), int(r["n"])): r for r in rows}
+    for u in range(5):
+        assert float(by["true-reward", u, 4]["regret"]) == pytest.approx(0.0, abs=1e-9)
+        assert float(by["global", u, 2]["win_vs_global"]) == pytest.approx(0.5)
+        for m in ("global", "shared"):  # n = 1 is a uniform pick whatever the model
+            assert float(by[m, u, 1]["regret"]) == pytest.approx(float(by["random", u, 4]["regret"]), rel=1e-5)
+            assert float(by[m, u, 1]["win_vs_global"]) == pytest.approx(0.5)
+    # beta = 0: the pessimistic pick is the plug-in pick (scores come from the cache)
+    assert main(args + ["--out", str(tmp_path / "p"), "--beta", "0"]) == 0
+    zero = _read_csv(tmp_path / "p" / "policy.csv")
+    assert all(r["regret_pess"] == r["regret"] for r in zero if r["method"] in ("global", "shared"))
+    with pytest.raises(SystemExit) as exc:
+        main(args[:-1] + ["1,9", "--out", str(tmp_path / "bad")])
+    assert exc.value.code == 2
+
+
+@pytest.mark.llm
+def test_laplace_width_matches_a_direct_posterior_draw():
+    """sqrt(z^T Sigma z) is the sd of <w, z> under w ~ N(w_hat, Sigma): check by sampling."""
+    from llm.uncertainty import fisher, lcb_width, posterior_covariance
+
+    rng = np.random.default_rng(1)
+    d = rng.normal(size=(50, 4))
+    m = rng.normal(size=50)
+    f = fisher(d, m)
+    p = 1 / (1 + np.exp(-m))
+    np.testing.assert_allclose(f, sum(pk * (1 - pk) * np.outer(x, x) for pk, x in zip(p, d)))
+    sigma = posterior_covariance(d, m, 2.0)
+    np.testing.assert_allclose(np.linalg.inv(sigma), 2.0 * np.eye(4) + f, atol=1e-10)
+    h = rng.normal(size=(6, 4))
+    w = rng.multivariate_normal(np.zeros(4), sigma, size=200_000)
+    z = h - h.mean(0)
+    np.testing.assert_allclose(lcb_width(h, sigma), (w @ z.T).std(0), rtol=0.02)
+    more = posterior_covariance(np.vstack([d, d]), np.concatenate([m, m]), 2.0)
+    assert (lcb_width(h, more) < lcb_width(h, sigma)).all()  # more pairs, narrower bound
