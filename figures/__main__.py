@@ -45,7 +45,11 @@ def main(argv=None) -> int:
             from figures.llm_plots import make_llm_figures
 
             written += make_llm_figures(llm_dirs, d)
-        if not (d / "runs.csv").exists() and not llm_dirs:
+        if (d / "policy_study.csv").exists():  # python -m llm.policy_study --out d
+            from figures.llm_policy_plots import make_policy_figure
+
+            written += make_policy_figure(d)
+        if not (d / "runs.csv").exists() and not llm_dirs and not (d / "policy_study.csv").exists():
             print(f"figures: warning: {d} holds neither runs.csv nor metrics.csv; skipped", file=sys.stderr)
     print(f"figures: wrote {len(written)} files")
     return 0

@@ -233,3 +233,25 @@ def test_laplace_width_matches_a_direct_posterior_draw():
     np.testing.assert_allclose(lcb_width(h, sigma), (w @ z.T).std(0), rtol=0.02)
     more = posterior_covariance(np.vstack([d, d]), np.concatenate([m, m]), 2.0)
     assert (lcb_width(h, more) < lcb_width(h, sigma)).all()  # more pairs, narrower bound
+
+
+@pytest.mark.slow
+@pytest.mark.llm
+@pytest.mark.usefixtures("torch_one_thread")
+def test_policy_study_end_to_end(tiny, tmp_path):
+    import pandas as pd
+
+    from llm.policy_study import main
+
+    out = tmp_path / "study"
+    args = ["--model", str(tiny), "--sizes", "4,8", "--posts", "4", "--pool", "4", "--n", "1,4",
+            "--epochs", "1", "--betas", "1,0", "--out", str(out)]
+    assert main(args) == 0
+    df = pd.read_csv(out / "policy_study.csv")
+    assert set(df["size"]) == {4, 8} and set(df["beta"]) == {0.0, 1.0}
+    learned = df[df["method"].isin(["global", "local", "shared"])]
+    assert len(learned) == 3 * 5 * 2 * 2 * 2  # methods x users x n x sizes x betas
+    zero = learned[learned["beta"] == 0]
+    np.testing.assert_allclose(zero["regret_pess"], zero["regret"])
+    assert (out / "llm_policy_regret.png").exists() and "Headline" in (out / "summary.md").read_text()
+    assert main(args) == 0  # resumes: finished runs and cached scores are reused
