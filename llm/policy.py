@@ -148,7 +148,9 @@ def score_run(run: Path, cands: dict, prior_precision: float, cache: Path | None
     scores = np.zeros((rm.n_users, n_posts, pool))
     widths = np.zeros_like(scores)
     shared_scores = rm.method == "global"  # one reward for every user: score once
-    for u in range(rm.n_users):
+    from tqdm.auto import tqdm
+
+    for u in tqdm(range(rm.n_users), desc=f"scoring {Path(run).name}", unit="user"):
         if shared_scores and u > 0:
             scores[u], widths[u] = scores[0], widths[0]
             continue
