@@ -87,6 +87,23 @@ def test_candidates_record_every_labelers_true_reward():
     assert again == posts
 
 
+def test_synth_command_writes_candidates_without_changing_the_comparisons(tmp_path):
+    from llm.policy import load_candidates
+    from llm.synth import CANDIDATE_POSTS, main
+
+    small = ["--workers", "5", "--train-per-worker", "3", "--valid-per-worker", "2"]
+    assert main(["--out", str(tmp_path / "a"), *small]) == 0
+    assert main(["--out", str(tmp_path / "b"), *small, "--candidates", "3"]) == 0
+    for f in (tmp_path / "a" / "comparisons").glob("*.json"):
+        assert f.read_text() == (tmp_path / "b" / "comparisons" / f.name).read_text()
+    c = load_candidates(tmp_path / "b")
+    assert c["pool"] == 3 and len(c["prompts"]) == CANDIDATE_POSTS
+    assert c["truth"]["synth-worker-00"].shape == (CANDIDATE_POSTS, 3)
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(tmp_path / "c"), "--candidates", "-1"])
+    assert exc.value.code == 2
+
+
 # ------------------------------------------------------------------- scoring API (torch)
 
 def _train(tiny, out, method, **kw):
