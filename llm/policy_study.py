@@ -1,7 +1,7 @@
 """Study: best-of-n regret per user vs n and vs pairs per labeler, plug-in and pessimistic
 (Algorithm 2's last stage on llm.synth data; pessimism as in Eq. 3.7 via llm.uncertainty).
 
-    python -m llm.policy_study [--sizes 50,150] [--methods global,local,shared] [--seeds 1]
+    python -m llm.policy_study [--sizes 50,100] [--methods global,local,shared] [--seeds 1]
                                [--posts 80] [--pool 8] [--n 1,2,4,8] [--out DIR]
 
 Writes OUT/data (synthetic comparisons), OUT/candidates, OUT/runs/<method>-n<size>-s<seed>
@@ -88,7 +88,7 @@ def summary_markdown(df) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = OneLineParser(prog="python -m llm.policy_study", description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="50,150", help="train pairs per labeler")
+    p.add_argument("--sizes", default="50,100", help="train pairs per labeler")
     p.add_argument("--methods", default="global,local,shared")
     p.add_argument("--seeds", type=int, default=1, help="training seeds 0..S-1")
     p.add_argument("--posts", type=int, default=80, help="held-out posts with candidates")
