@@ -69,10 +69,19 @@ def ci95(x) -> tuple[float, float, float]:
 
 
 def summary_markdown(df) -> str:
+    """Means over users x seeds with 95% CIs; differences are paired by (user, seed)."""
     lines = ["| pairs/labeler | method | n | regret [95% CI] | regret_pess [95% CI] | "
-             "pess - plug-in [95% CI] | win_vs_global |", "|---|---|---|---|---|---|---|"]
+             "pess - plug-in [95% CI] | regret - global's [95% CI] | win_vs_global |",
+             "|---|---|---|---|---|---|---|---|"]
+    ref = df[df["method"] == "global"].set_index(["size", "n", "user", "seed"])["regret"]
     for (size, method, n), g in df.groupby(["size", "method", "n"], sort=False):
         m, lo, hi = ci95(g["regret"])
+        keys = list(zip(g["size"], g["n"], g["user"], g["seed"]))
+        if method in ("global", "true-reward", "random") or not set(keys) <= set(ref.index):
+            vs = "-"
+        else:
+            vm, vlo, vhi = ci95(g["regret"].to_numpy() - ref.loc[keys].to_numpy())
+            vs = f"{vm:+.3f} [{vlo:+.3f}, {vhi:+.3f}]"
         cell = f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
         if g["regret_pess"].notna().any():
             pm, plo, phi = ci95(g["regret_pess"])
@@ -81,7 +90,7 @@ def summary_markdown(df) -> str:
         else:
             pess = diff = "-"
         win = g["win_vs_global"].mean()
-        lines.append(f"| {size} | `{method}` | {n} | {cell} | {pess} | {diff} | "
+        lines.append(f"| {size} | `{method}` | {n} | {cell} | {pess} | {diff} | {vs} | "
                      f"{'-' if np.isnan(win) else f'{win:.3f}'} |")
     return "\n".join(lines) + "\n"
 
