@@ -21,7 +21,8 @@ def _plan(d: Path) -> tuple[str, list[Path]]:
     from figures.llm_plots import metrics_files
 
     kind = ("map" if (d / "map.csv").exists() else "study" if (d / "study.csv").exists()
-            else "sweep" if (d / "runs.csv").exists() else "")
+            else "sweep" if (d / "runs.csv").exists()
+            else "policy" if (d / "policy_study.csv").exists() else "")
     if kind == "map":
         inputs.load_map(d)
     elif kind == "study":
@@ -73,6 +74,10 @@ def main(argv=None) -> int:
             from figures.llm_plots import make_llm_figures
 
             written += make_llm_figures(llm, d)
+        if kind == "policy":  # python -m llm.policy_study --out d
+            from figures.llm_policy_plots import make_policy_figure
+
+            written += make_policy_figure(d)
         if not kind and not llm:
             print(f"figures: warning: {d} holds neither runs.csv nor metrics.csv; skipped",
                   file=sys.stderr)

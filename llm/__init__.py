@@ -10,8 +10,20 @@ Modules (torch is imported lazily, never by this package's ``__init__``):
 - :mod:`llm.evaluate` -- pairwise accuracy, metrics.csv, table.md, diversity.csv.
 - :mod:`llm.phases` -- phases of each method (Algorithm 2), LR schedule, seeded batch order.
 - :mod:`llm.train` -- the command line (``python llm/train.py`` or ``python -m llm.train``).
+- :mod:`llm.api` -- ``RewardModel.load(RUN).score(prompts, responses, user=U)`` (exported lazily).
+- :mod:`llm.uncertainty` -- per-user last-layer Laplace posterior (the pessimistic policy's LCB).
+- :mod:`llm.policy` -- best-of-n per user with exact regret (``python -m llm.policy``).
+- :mod:`llm.rl` -- policy optimisation against one user's reward with TRL (``python -m llm.rl``).
 """
 
 from llm.config import METHODS, TrainConfig
 
-__all__ = ["METHODS", "TrainConfig"]
+__all__ = ["METHODS", "RewardModel", "TrainConfig"]
+
+
+def __getattr__(name: str):
+    if name == "RewardModel":  # lazy: importing llm must not import torch
+        from llm.api import RewardModel
+
+        return RewardModel
+    raise AttributeError(f"module 'llm' has no attribute {name!r}")

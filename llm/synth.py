@@ -10,7 +10,10 @@ are ranked out) and a few CNN/DM rows without a post are included, as in the rea
 
 ``python -m llm.synth [--out DIR]`` writes DIR/comparisons/batch*.json and DIR/synth_meta.json
 (the true weights and the Bayes accuracy per worker); DIR defaults to results/synth (ignored
-by git: the default size is about 25 MB).
+by git: the default size is about 25 MB). ``--candidates n`` also writes
+DIR/candidates/candidates.jsonl: CANDIDATE_POSTS held-out posts (not in the comparisons), n
+candidate summaries each with every labeler's true reward r_i(s) = <w_i, t(s)> (the input of
+``python -m llm.policy``: best-of-n regret is exact from these recorded rewards).
 """
 
 from __future__ import annotations
@@ -141,6 +144,49 @@ def make_rows(
     return rows, meta
 
 
+CANDIDATE_POSTS = 200  # held-out posts written by --candidates
+
+
+def make_candidates(meta: dict, n_candidates: int, n_posts: int = CANDIDATE_POSTS,
+                    seed: int = 0) -> list[dict]:
+    """Held-out posts with ``n_candidates`` summaries each and every labeler's true reward.
+
+    The summaries come from the generator of the comparisons (all five traits vary), drawn
+    from their own seeded stream, so the comparisons are the same with or without them.
+    Rewards use ``meta["weights"]`` (the labelers of the written comparisons).
+    """
+    from llm.data import format_prompt
+
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 19]))
+    weights, names = np.asarray(meta["weights"], dtype=float), list(meta["workers"])
+    posts = []
+    for j in range(n_posts):
+        subreddit = str(rng.choice(list(SUBREDDITS)))
+        title, post, facts = _post(rng, subreddit)
+        cands = []
+        for _ in range(n_candidates):
+            text, traits = _summary(rng, facts)
+            reward = weights @ traits
+            cands.append({"text": text, "traits": traits.tolist(),
+                          "reward": {w: float(r) for w, r in zip(names, reward)}})
+        posts.append({"id": f"cand_{seed}_{j}", "subreddit": subreddit, "title": title,
+                      "post": post, "prompt": format_prompt(subreddit, title, post),
+                      "candidates": cands})
+    return posts
+
+
+def write_candidates(out: Path, posts: list[dict], meta: dict) -> Path:
+    """out/candidates/candidates.jsonl (one post per line) and out/candidates/meta.json."""
+    folder = Path(out) / "candidates"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "candidates.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in posts))
+    info = {"seed": meta["seed"], "workers": meta["workers"], "traits": list(TRAITS),
+            "n_posts": len(posts), "n_candidates": len(posts[0]["candidates"]) if posts else 0}
+    (folder / "meta.json").write_text(json.dumps(info, indent=2) + "\n")
+    return path
+
+
 def _row(post_id, subreddit, title, post, summaries, choice, worker, split, rng) -> dict:
     return {
         "info": {"id": post_id, "post": post, "title": title, "subreddit": subreddit,
@@ -189,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="train comparisons of the smallest kept worker (the paper's 5,373)")
     parser.add_argument("--valid-per-worker", type=positive_int, default=1238,
                         help="validation comparisons of the smallest kept worker (1,238)")
+    parser.add_argument("--candidates", type=nonneg_int, default=0, metavar="n",
+                        help=f"also write {CANDIDATE_POSTS} held-out posts with n candidate "
+                             "summaries each and every labeler's true reward (0: none)")
     args = parser.parse_args(argv)
     n_rows = (args.workers + N_MINOR_WORKERS) * (args.train_per_worker + args.valid_per_worker
                                                  + 7 * args.workers)
@@ -207,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.out / 'synth_meta.json'}; "
           f"top {args.workers} workers' expected validation accuracy: {bayes:.3f} with their "
           f"own reward (Bayes), {common:.3f} with the mean reward (best global)")
+    if args.candidates:
+        path = write_candidates(args.out, make_candidates(meta, args.candidates,
+                                                          seed=args.seed), meta)
+        print(f"wrote {CANDIDATE_POSTS} held-out posts x {args.candidates} candidates to {path}")
     return 0
 
 
