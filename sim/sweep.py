@@ -74,7 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                     "(default: a built-in grid per --vary, sim/sweep.py::GRIDS)")
     p.add_argument("--seeds", type=int, default=10, help="number of seeds 0..S-1")
     p.add_argument("--jobs", type=int_at_least(-1), default=os.cpu_count() or 1,
-                   help="parallel worker processes (joblib; one BLAS thread each; -1: all cores). "
+                   help="parallel workers (loky processes, LocalCluster workers or Ray CPUs; one BLAS thread each; -1: all cores). "
                         "Default: the number of cores")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma-separated subset of {','.join(SWEEP_METHODS)}")
