@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
-from sim.analysis import N_BOOT, _md, slope_with_ci
+from sim.analysis import _md, slope_with_ci
 from sim.cli import OneLineParser
 from theory import bounds
 

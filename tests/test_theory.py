@@ -221,8 +221,11 @@ def test_remark3_needs_one_over_eps_squared_like_the_bound_it_inverts():
     N, d1, d2, k, nu, delta = DEFAULT.values()
     eps = np.geomspace(0.5, 0.01, 6)
     # invert Corollary 4.1 (tail 0) numerically: Np with gap bound = eps
-    need = np.array([brentq(lambda lnp: bounds.gap_bound_average(N, np.exp(lnp), nu, 0.0, d1, d2, k, delta) - e,
-                            0.0, 80.0) for e in eps])
+    def log_np_for(e):
+        return brentq(lambda lnp: bounds.gap_bound_average(N, np.exp(lnp), nu, 0.0, d1, d2, k, delta) - e,
+                      0.0, 80.0)
+
+    need = np.array([log_np_for(e) for e in eps])
     slope_inverted = np.polyfit(np.log(eps), need, 1)[0]  # need is log Np
     slope_remark = np.polyfit(np.log(eps), np.log(bounds.sample_complexity("shared", eps, N, d1, d2, k)), 1)[0]
     assert slope_remark == pytest.approx(-2.0)
