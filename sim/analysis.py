@@ -206,10 +206,12 @@ def remark3_table(runs: pd.DataFrame, runs_hi: pd.DataFrame | None = None) -> pd
     """Remark 3: N_p each of `shared` and `full` needs to reach a target est_err, per d1.
 
     Target: the best seed-median est_err of `full` at the lower N_p (a level both methods can
-    reach). With ``runs_hi`` (the same d1 grid and seeds at a higher N_p) each method is
+    reach), over the seeds of ``runs_hi`` when given. With ``runs_hi`` (the same d1 grid and seeds at a higher N_p) each method is
     interpolated / extrapolated along its *own* measured rate between the two N_p; without it
     the 1/N_p rate of Proposition 1 is assumed and the table says so.
     """
+    if runs_hi is not None:  # the same seeds at both N_p (common random numbers)
+        runs = runs[runs["seed"].isin(runs_hi["seed"].unique())]
     med = runs.groupby(["method", "value"])["est_err"].median().unstack(0)
     if not {"shared", "full"} <= set(med.columns):
         raise ValueError("Remark 3 needs `shared` and `full` runs")
