@@ -202,7 +202,7 @@ def slopes_block(docs: Path) -> str:
 
 def tail_block(docs: Path) -> str:
     df = pd.read_csv(docs / "tail-study" / "tail_study.csv")
-    rows = df[df["check"].isin(["top-half slope"]) | df["check"].str.startswith("free exponent")]
+    rows = df[df["check"].str.endswith("half slope") | df["check"].str.startswith("free exponent")]
     lines = ["| check | N_p | Σ_tail range | estimate | 95% CI | CI above ¼ (inside cap) | CI above ½ (outside cap) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows.itertuples():
@@ -211,11 +211,11 @@ def tail_block(docs: Path) -> str:
                      f"[{_fmt(r.ci_low)}, {_fmt(r.ci_high)}] | {'yes' if r.above_inside_cap else 'no'} | "
                      f"{'yes' if r.above_outside_cap else 'no'} |")
     fits = df[df["check"].str.contains("form fitted")]
-    lines += ["", "| constants fitted on | form | RMSE of log dist in sample | predicting N_p | RMSE there |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| Σ_tail range | constants fitted on | form | RMSE of log dist in sample | predicting N_p | RMSE there |",
+              "|---|---|---|---|---|---|"]
     for r in fits.itertuples():
-        lines.append(f"| N_p = {int(r.Np)} | {r.check.split()[0]} | {r.rmse_in_sample:.3f} | "
-                     f"{r.predicted.replace(',', ', ')} | {r.estimate:.3f} |")
+        lines.append(f"| {r.range.replace('<=', '≤')} | N_p = {int(r.Np)} | {r.check.split()[0]} | "
+                     f"{r.rmse_in_sample:.3f} | {str(r.predicted).replace(',', ', ')} | {r.estimate:.3f} |")
     return "\n".join(lines)
 
 
