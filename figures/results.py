@@ -7,8 +7,8 @@ into results/sweep-X), `tail-study` (`python -m sim.tail_study`, Theorem 4.1 vs 
 `remark3` (Remark 3: the default d1 sweep plus the same grid at N_p = 1600 for `shared` and
 `full`, seeds 0-4, results/sweep-d1-Np1600). Per experiment docs/results/<name>/ receives slopes.csv,
 summary.md, sweep.json and runs.csv.gz (every run with its full config and seed), or the
-study's own tables; docs/results/manifest.csv records the command, the git commit and the wall
-time of the run that produced them. README's blocks between ``<!-- results:NAME -->`` and
+study's own tables; docs/results/manifest.csv records the commands, the git commit at
+collection (when sim.analysis rewrote slopes.csv) and the wall time of the run. README's blocks between ``<!-- results:NAME -->`` and
 ``<!-- /results:NAME -->`` are generated from docs/results only (tests/test_results.py checks
 they are equal), so new methods or slopes.csv columns appear without editing this file.
 """
@@ -215,8 +215,13 @@ def tail_block(docs: Path) -> str:
               "|---|---|---|---|---|---|"]
     for r in fits.itertuples():
         lines.append(f"| {r.range.replace('<=', '≤')} | N_p = {int(r.Np)} | {r.check.split()[0]} | "
-                     f"{r.rmse_in_sample:.3f} | {str(r.predicted).replace(',', ', ')} | {r.estimate:.3f} |")
+                     f"{r.rmse_in_sample:.3f} | {_nps(r.predicted)} | {r.estimate:.3f} |")
     return "\n".join(lines)
+
+
+def _nps(v) -> str:
+    """'800,6400' or 6400.0 (pandas reads a single value as a number) -> '800, 6400'."""
+    return ", ".join(f"{float(x):g}" for x in str(v).split(","))
 
 
 def remark3_block(docs: Path) -> str:
@@ -233,16 +238,16 @@ def render_blocks(docs: Path) -> dict[str, str]:
 
 def readme_blocks(text: str) -> dict[str, str]:
     return {m.group(1): m.group(2).strip() for m in
-            re.finditer(r"<!-- results:([\w-]+) -->\n(.*?)\n<!-- /results:\1 -->", text, flags=re.S)}
+            re.finditer(r"<!-- results:([\w-]+) -->\n(.*?)<!-- /results:\1 -->", text, flags=re.S)}
 
 
 def write_readme(readme: Path, docs: Path) -> None:
     text = readme.read_text()
     for key, body in render_blocks(docs).items():
-        pat = re.compile(rf"(<!-- results:{re.escape(key)} -->\n).*?(\n<!-- /results:{re.escape(key)} -->)", re.S)
+        pat = re.compile(rf"(<!-- results:{re.escape(key)} -->\n).*?(<!-- /results:{re.escape(key)} -->)", re.S)
         if not pat.search(text):
             raise KeyError(f"README has no <!-- results:{key} --> block")
-        text = pat.sub(lambda m, b=body: m.group(1) + b + m.group(2), text)
+        text = pat.sub(lambda m, b=body: m.group(1) + b.strip() + "\n" + m.group(2), text)
     readme.write_text(text)
 
 
