@@ -5,7 +5,7 @@ docs/results/, and rewrite README's generated blocks from those files.
 Experiments (NAMES): the default sweeps `nu, Np, N, tail, k, d1` (`python -m sim.sweep --vary X`
 into results/sweep-X), `tail-study` (`python -m sim.tail_study`, Theorem 4.1 vs B.1) and
 `remark3` (Remark 3: the default d1 sweep plus the same grid at N_p = 1600 for `shared` and
-`full`, seeds 0-4, results/sweep-d1-Np1600). Per experiment docs/results/<name>/ receives slopes.csv,
+`full`, seeds 0-2, results/sweep-d1-Np1600). Per experiment docs/results/<name>/ receives slopes.csv,
 summary.md, sweep.json and runs.csv.gz (every run with its full config and seed), or the
 study's own tables; docs/results/manifest.csv records the commands, the git commit at
 collection (when sim.analysis rewrote slopes.csv) and the wall time of the run. README's blocks between ``<!-- results:NAME -->`` and
@@ -31,7 +31,7 @@ from sim.cli import OneLineParser
 SWEEPS = ("nu", "Np", "N", "tail", "k", "d1")
 STUDIES = ("tail-study", "remark3")
 NAMES = SWEEPS + STUDIES
-REMARK3_HI = dict(Np=1600, methods="shared,full", seeds=5)
+REMARK3_HI = dict(Np=1600, methods="shared,full", seeds=3)
 VARY_LABEL = {"nu": "ν", "Np": "N_p", "N": "N", "tail": "Σ_tail", "k": "k", "d1": "d1"}
 KNOWN = ["quantity", "vary", "predicted_slope", "measured_slope", "ci_low", "ci_high", "n_points",
          "verdict", "constant_free", "pred_low", "pred_high", "method", "bound"]
