@@ -169,7 +169,7 @@ def _vary_label(spec: dict) -> str:
     from sim.config import SimConfig
 
     default = SimConfig().as_dict()
-    changed = [f"{'N_p' if k == 'Np' else k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
+    changed = [f"{VARY_LABEL.get(k, k)}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
                for k, v in spec["base"].items() if k != spec["vary"] and default.get(k) != v]
     label = VARY_LABEL.get(spec["vary"], spec["vary"])
     return f"{label} ({', '.join(changed)})" if changed else label
