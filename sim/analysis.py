@@ -187,13 +187,17 @@ def bracketing_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(out, axis=1) if out else pd.DataFrame()
 
 
+#: A measured est_err rate above this (in N_p) is "not decaying": no N_p needed is extrapolated.
+MIN_DECAY = -0.1
+
+
 def _np_needed(e1: float, e2: float, np1: float, np2: float, target: float) -> tuple[float, str]:
     """N_p at which est_err reaches target, by the log-log line through (np1, e1), (np2, e2)
     (rate 1/N_p when e2 is NaN); how it was obtained."""
     if not np.isfinite(e2):
         return np1 * e1 / target, "assumed 1/N_p"
     rate = np.log(e2 / e1) / np.log(np2 / np1)
-    if rate >= 0:
+    if rate > MIN_DECAY:  # no usable rate: the method is not in a decaying regime yet
         return float("inf"), "not decaying"
     anchor, e_anchor = (np1, e1) if target >= e2 else (np2, e2)
     need = anchor * (target / e_anchor) ** (1 / rate)
@@ -252,8 +256,10 @@ def remark3_markdown(runs: pd.DataFrame, runs_hi: pd.DataFrame | None = None) ->
     growth = []
     for m, pred in (("shared", "Remark 3 shared (d1k+Nd2k)/N"), ("full", "Remark 3 full d1 d2")):
         need = table[f"Np_needed {m}"].to_numpy(dtype=float)
-        growth.append(f"`{m}`: N_p needed grows like d1^{loglog_slope(d1, need):.2f} "
-                      f"(Remark 3: d1^{loglog_slope(d1, table[pred].to_numpy(dtype=float)):.2f})")
+        ok = np.isfinite(need)
+        span = "" if ok.all() else f" over d1 = {', '.join(f'{v:g}' for v in d1[ok])} (not decaying elsewhere)"
+        growth.append(f"`{m}`: N_p needed grows like d1^{loglog_slope(d1[ok], need[ok]):.2f}{span} "
+                      f"(Remark 3: d1^{loglog_slope(d1[ok], table[pred].to_numpy(dtype=float)[ok]):.2f})")
     rates = "each method's own measured rate between the two N_p" if runs_hi is not None else \
         "the 1/N_p rate of Proposition 1 (assumed: no higher-N_p run given)"
     lines = [f"Target est_err = {table.attrs['target']:.4g} (the best median of `full` on this grid "
