@@ -2,8 +2,8 @@
 
 R_i = {Theta_init_i + DeltaTheta_i : ||DeltaTheta_i - DeltaTheta_hat_i||_F^2 <= zeta_i}.
 
-- :func:`theory_radius`: the radius of Eq. B.1 / C.3 (theory.bounds.zeta_theory), every
-  unknown constant an argument ``c``. Its scale is arbitrary (the paper's constants are not
+- :func:`theory_radius`: the squared radius zeta_B1^2 from Eq. B.1 / C.3 (theory.bounds.zeta_theory
+  is the radius itself, theory/README.md erratum 4), every unknown constant an argument ``c``. Its scale is arbitrary (the paper's constants are not
   given), so it cannot promise any coverage.
 - :func:`calibrated_radius`: a data-calibrated per-user radius at level 1 - delta from the
   Fisher information of the Bradley-Terry likelihood (Eq. 3.5) restricted to the tangent
@@ -37,10 +37,11 @@ SIGMA_D_RIDGE = 1e-3
 
 
 def theory_radius(N, Np, nu, tail, d1, d2, k, min_bias=0.0, delta=0.1, c=1.0) -> float:
-    """zeta of Eq. B.1 / C.3 with constant c (see theory.bounds.zeta_theory)."""
+    """Eq. 3.6's threshold on the squared distance: the square of B.1 / C.3's radius zeta
+    (theory.bounds.zeta_theory) with constant c; it falls like 1/Np, as the squared error does."""
     if not c > 0:
         raise ValueError(f"constant c must be positive, got {c}")
-    return float(zeta_theory(N, Np, nu, tail, d1, d2, k, min_bias=min_bias, delta=delta, c=c))
+    return float(zeta_theory(N, Np, nu, tail, d1, d2, k, min_bias=min_bias, delta=delta, c=c)) ** 2
 
 
 def coverage(delta_true: np.ndarray, delta_hat: np.ndarray, zeta, metric=None) -> float:

@@ -30,11 +30,29 @@ def test_coverage_bad_input():
         confidence.coverage(a, np.zeros((3, 1, 1)), 1.0)
 
 
-def test_theory_radius_is_zeta_theory_times_c():
-    args = (20, 100, 0.1, 0.0, 10, 2, 2)
-    assert confidence.theory_radius(*args, c=3.0) == pytest.approx(3 * zeta_theory(*args))
+@pytest.mark.erratum(4)
+def test_theory_threshold_falls_like_the_squared_error():
+    # Eq. 3.6's sets threshold the *squared* distance, so the theory threshold must fall like
+    # the MLE's squared error (1/Np), i.e. be the square of B.1's radius (erratum 4); with the
+    # radius itself as threshold it would fall like Np^(-1/2).
+    nps = np.array([200, 800, 3200])
+    errs = []
+    for Np in nps:
+        e = []
+        for seed in range(3):
+            truth, data, k = _setup(seed, Np=int(Np), N=8)
+            est = estimators.fit("full", data, k, 1.0)
+            e.append(np.mean(np.sum((est.delta - truth.delta) ** 2, axis=(1, 2))))
+        errs.append(np.mean(e))
+    slope_err = np.polyfit(np.log(nps), np.log(errs), 1)[0]
+    thr = [confidence.theory_radius(8, Np, 0.2, 0.0, 4, 2, 1) for Np in nps]
+    slope_thr = np.polyfit(np.log(nps), np.log(thr), 1)[0]
+    assert abs(slope_err + 1) < 0.2, slope_err
+    assert abs(slope_thr - slope_err) < 0.25, (slope_thr, slope_err)
+    radius = zeta_theory(8, 200, 0.2, 0.0, 4, 2, 1, c=3.0)  # c multiplies the radius
+    assert confidence.theory_radius(8, 200, 0.2, 0.0, 4, 2, 1, c=3.0) == pytest.approx(radius**2)
     with pytest.raises(ValueError, match="c must be positive"):
-        confidence.theory_radius(*args, c=0.0)
+        confidence.theory_radius(8, 200, 0.2, 0.0, 4, 2, 1, c=0.0)
 
 
 def _setup(seed, Np=300, N=8, d1=4, d2=2, k=1):

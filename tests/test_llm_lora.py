@@ -85,6 +85,7 @@ def test_mixed_batch_equals_per_user_batches(tiny_dirs, arch, method):
     assert not torch.allclose(mixed, shifted)
 
 
+@pytest.mark.erratum(10)
 def test_gradients_reach_the_shared_B_from_every_user(tiny_dirs):
     model, _ = _model(tiny_dirs, "bert", "shared")
     ids, mask, users = _batch()

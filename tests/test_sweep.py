@@ -131,16 +131,26 @@ def test_algorithm1_study_writes_tidy_csvs(tmp_path):
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
 
 
-def test_theory_radius_run_uses_eq_b1():
-    from sim import confidence
-    from sim.config import SimConfig
-    from sim.pipeline import build_instance, run_instance
-    from theory import diversity
+@pytest.mark.erratum(4, 9)
+def test_theory_radius_run_is_the_square_of_eq_b1(tmp_path):
+    import numpy as np
 
-    cfg = SimConfig(N=4, d1=4, d2=1, k=1, S=4, A=3, H=3, n_test=10, radius="theory", zeta_c=0.5)
-    row = run_instance(cfg, 0, ["shared"])[0]
-    truth = build_instance(cfg, 0)[1]
-    expected = confidence.theory_radius(4, cfg.Np, cfg.nu, cfg.tail, 4, 1, 1, delta=cfg.delta, c=0.5,
-                                        min_bias=float(diversity.per_user_bias(truth.delta, 1).min()))
-    assert row["zeta"] == pytest.approx(expected)
-    assert 0 <= row["coverage"] <= 1 and row["gap_pess"] >= 0
+    from sim.config import SimConfig
+    from sim.pipeline import run_instance
+
+    cfg = SimConfig(N=4, d1=4, d2=1, k=1, S=4, A=3, H=3, n_test=10, tail=0.05, radius="theory",
+                    zeta_c=0.5)
+    art = tmp_path / "a.npz"
+    row = run_instance(cfg, 0, ["shared"], artifacts=art)[0]
+    z = np.load(art)
+    agg = z["delta_true"][:, :, 0].T  # (d1, N) aggregate; b_i by hand from its SVD
+    u, s, vt = np.linalg.svd(agg, full_matrices=False)
+    min_bias = np.min(np.sum((agg - (u[:, :1] * s[:1]) @ vt[:1]) ** 2, axis=0))
+    N, Np, nu, tail, d1, d2, k, delta = 4, cfg.Np, cfg.nu, cfg.tail, 4, 1, 1, cfg.delta
+    bracket = (min_bias + k * (d1 + N * d2) * np.log(N * Np / delta) / (N * Np * nu)
+               + np.sqrt(tail / N) / nu + (k * d2 + np.log(N / delta)) / Np)
+    np.testing.assert_allclose(z["shared__zeta"], (0.5 * np.sqrt(bracket)) ** 2)  # (c zeta_B1)^2
+    assert row["zeta"] == pytest.approx(0.25 * bracket)
+    err = np.sum((z["shared__delta"] - z["delta_true"]) ** 2, axis=(1, 2))
+    assert row["coverage"] == pytest.approx(np.mean(err <= 0.25 * bracket))
+    assert row["gap_pess"] >= 0

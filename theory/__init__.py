@@ -3,14 +3,16 @@
 - :mod:`theory.diversity` -- Definition 4.1 (nu, Sigma_tail), Eq. 4.1 (Theta-diamond),
   b_i of Theorem 4.2, Definition A.1 (principal-angle distance).
 - :mod:`theory.bounds` -- right-hand sides of Theorem 4.1 / B.1, Theorem 4.2, Corollary 4.1,
-  Proposition 1, Remark 3 and the confidence radius of Eq. B.1 / C.3.
+  Proposition 1, Remark 3, the class analogue of Corollary 4.1 and the confidence radius of Eq. B.1 / C.3.
 """
 
 from theory.bounds import (
     METHOD_CLASSES,
+    class_bias,
     class_dimension,
     dist_bound,
     gap_bound_average,
+    gap_bound_class,
     gap_bound_user,
     local_log_slope,
     log_bracketing,
@@ -34,11 +36,13 @@ __all__ = [
     "METHOD_CLASSES",
     "aggregate",
     "best_rank_k",
+    "class_bias",
     "class_dimension",
     "column_space",
     "dist_bound",
     "diversity_metrics",
     "gap_bound_average",
+    "gap_bound_class",
     "gap_bound_user",
     "local_log_slope",
     "log_bracketing",
