@@ -1,8 +1,9 @@
 """Pairwise accuracy per labeler, metrics.csv / table.md / diversity.csv, cross-method tables.
 
 A comparison is correct when the preferred summary gets the strictly larger fp32 reward. A tie
-is |r0 - r1| <= TIE_TOL in fp32 (exactly equal rewards); ties count as wrong and are reported
-in the ``ties`` column. ``python -m llm.evaluate DIR ... [--out FILE]`` prints the mean
+is |r0 - r1| <= TIE_TOL in fp32 (exactly equal rewards); ``accuracy`` counts ties as wrong,
+``accuracy_tie_half`` as 1/2 and ``accuracy_tie_right`` as right (the authors' TRL version), and
+``ties`` counts them. ``python -m llm.evaluate DIR ... [--out FILE]`` prints the mean
 accuracy per method (Figure 1) and per labeler (Figure 2) of several run directories.
 """
 
@@ -45,16 +46,22 @@ def pairwise_accuracy(
     for u in range(n_users):
         sel = users == u
         n = int(sel.sum())
+        acc = float(correct[sel].mean()) if n else float("nan")
+        t = float(tie[sel].mean()) if n else float("nan")
         rows.append({
             "labeler": str(u),
             "n_eval": n,
-            "accuracy": float(correct[sel].mean()) if n else float("nan"),
+            "accuracy": acc,
+            "accuracy_tie_half": acc + 0.5 * t,
+            "accuracy_tie_right": acc + t,
             "ties": int(tie[sel].sum()),
         })
+    mean = {k: float(np.nanmean([r[k] for r in rows]))
+            for k in ("accuracy", "accuracy_tie_half", "accuracy_tie_right")}
     rows.append({
         "labeler": "all",
         "n_eval": int(sum(r["n_eval"] for r in rows)),
-        "accuracy": float(np.nanmean([r["accuracy"] for r in rows])),
+        **mean,
         "ties": int(sum(r["ties"] for r in rows)),
     })
     return rows

@@ -155,6 +155,14 @@ def build_reward_model(
     for p in backbone.parameters():
         p.requires_grad_(False)
     head_name, head = find_head(backbone)
+    if generator is not None and isinstance(head, nn.Linear):
+        # The fresh head of from_pretrained comes from the global torch RNG (never seeded):
+        # redraw it from the run's generator, as transformers initialises it (N(0, range^2)).
+        std = float(getattr(backbone.config, "initializer_range", 0.02))
+        with torch.no_grad():
+            head.weight.copy_(torch.randn(head.weight.shape, generator=generator) * std)
+            if head.bias is not None:
+                head.bias.zero_()
     per_user_head = cfg.per_user_head or cfg.method == "share-rep"
     n_head = n_users if (kind == "personal" and per_user_head) else 1
     setattr(backbone, head_name, UserHead(head, n_head, ctx).to(head.weight.device))
@@ -164,7 +172,7 @@ def build_reward_model(
         lcfg = LoraConfig(
             r=cfg.lora_r,
             lora_alpha=cfg.lora_alpha,
-            lora_dropout=0.0,
+            lora_dropout=cfg.lora_dropout,
             target_modules=list(cfg.targets),
             bias="none",
         )
@@ -189,8 +197,10 @@ def build_reward_model(
             def counts(_layer):
                 return (n_users, 1)
 
+        # The tied (global) phase starts as peft's LoRA; a_init applies to personal A_i.
         inject_personal_lora(
-            backbone, cfg.targets, cfg.lora_r, cfg.lora_alpha, ctx, counts, generator
+            backbone, cfg.targets, cfg.lora_r, cfg.lora_alpha, ctx, counts, generator,
+            dropout=cfg.lora_dropout, a_init="peft" if kind == "tied" else cfg.a_init,
         )
     head = find_head(backbone)[1]
     for p in head.parameters():

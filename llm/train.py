@@ -23,6 +23,7 @@ import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
+from dataclasses import replace  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -98,12 +99,27 @@ def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
         if _is_final(cfg, phase, phases):
             _evaluate_phase(cfg, phase, model, data, tok, accel, out)
         del model
+        release_phase(accel)
         state = {"phase": phase.index + 1, "step": 0}
     train_s = time.time() - t0
     if accel.is_main_process:
         _write_results(cfg, phases, data, out, train_s)
     accel.wait_for_everyone()
     return out
+
+
+def release_phase(accel) -> None:
+    """Drop every reference the Accelerator keeps to the finished phase's model and optimizer.
+
+    ``Accelerator.prepare`` appends them to ``accel._models`` / ``_optimizers`` (and the DDP
+    wrapper holds the model), so ``del model`` alone frees nothing: `local` would keep all N
+    reward models alive. ``free_memory`` empties those lists, collects and empties the CUDA
+    cache.
+    """
+    import gc
+
+    accel.free_memory()
+    gc.collect()
 
 
 def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress, lengths=None):
@@ -115,6 +131,9 @@ def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress, len
 
     world = accel.num_processes
     steps = phase_steps(cfg, phase, data, world)
+    # Dropout draws from the global RNG: seed it per phase, so that a phase (or a run resumed
+    # at a phase boundary) does not depend on what ran before it in the process.
+    torch.manual_seed(_phase_seed(cfg, phase))
     model = _build_phase_model(cfg, phase, data.n_users, accel, out, lengths)
     params = [p for p in model.parameters() if p.requires_grad]
     head_ids = {id(p) for m in model.modules() if isinstance(m, UserHead) for p in m.parameters()}
@@ -124,13 +143,7 @@ def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress, len
          {"params": [p for p in params if id(p) in head_ids], "lr": head_lr}],
         lr=phase.lr, weight_decay=cfg.weight_decay,
     )
-    if phase.continue_schedule:
-        group = [p for p in phases if p.continue_schedule]
-        totals = [phase_steps(cfg, p, data, world) for p in group]
-        total, offset = sum(totals), sum(totals[: group.index(phase)])
-    else:
-        total, offset = steps, 0
-    warmup = math.ceil(cfg.warmup_ratio * total)
+    total, offset, warmup = schedule_span(cfg, phase, phases, data, world)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: linear_schedule(s + offset, warmup, total)
     )
@@ -207,6 +220,27 @@ def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress, len
         _write_progress(out, {"phase": phase.index + 1, "step": 0})
     accel.wait_for_everyone()
     return model
+
+
+def schedule_span(cfg, phase, phases, data, world) -> tuple[int, int, int]:
+    """(total, offset, warm-up) steps of the linear schedule that ``phase`` is a part of.
+
+    Own schedule: (steps, 0, ceil(warmup_ratio x steps)). shared-wu: one schedule over both
+    phases. shared-g, `authors` schedule: the global phase is steps 0..S_g of a schedule as
+    long as the whole run (so it ends at lr x (1 - S_g / ...) > 0, not at zero); the personal
+    phase has its own schedule with no warm-up (``Phase.warmup`` False).
+    """
+    steps = phase_steps(cfg, phase, data, world)
+    if phase.continue_schedule:
+        group = [p for p in phases if p.continue_schedule]
+        totals = [phase_steps(cfg, p, data, world) for p in group]
+        total, offset = sum(totals), sum(totals[: group.index(phase)])
+    elif phase.schedule_epochs is not None:
+        total = phase_steps(cfg, replace(phase, epochs=phase.schedule_epochs), data, world)
+        offset = 0
+    else:
+        total, offset = steps, 0
+    return total, offset, (math.ceil(cfg.warmup_ratio * total) if phase.warmup else 0)
 
 
 def _build_phase_model(cfg, phase, n_users, accel, out, lengths=None):
