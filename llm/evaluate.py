@@ -18,8 +18,8 @@ import numpy as np
 from sim.cli import OneLineParser
 
 METRICS_COLUMNS = (
-    "method", "model", "labeler", "n_eval", "accuracy", "ties", "seed", "epochs", "lora_r",
-    "lora_alpha", "targets",
+    "method", "model", "labeler", "n_eval", "accuracy", "accuracy_tie_half",
+    "accuracy_tie_right", "ties", "seed", "epochs", "steps", "lora_r", "lora_alpha", "targets",
 )
 DIVERSITY_COLUMNS = (
     "method", "seed", "layer", "N", "k", "nu", "tail", "energy", "top_energy_fraction",
@@ -67,13 +67,19 @@ def pairwise_accuracy(
     return rows
 
 
-def metrics_rows(cfg, per_labeler: list[dict]) -> list[dict]:
-    """Attach the run's settings to every labeler row (DESIGN.md metrics.csv columns)."""
+def metrics_rows(cfg, per_labeler: list[dict], steps: dict | None = None) -> list[dict]:
+    """Attach the run's settings to every labeler row (DESIGN.md metrics.csv columns).
+
+    ``steps[labeler]``: optimizer steps that trained the model scored in that row (missing:
+    empty).
+    """
     fixed = {
         "method": cfg.method, "model": cfg.model, "seed": cfg.seed, "epochs": cfg.epochs,
         "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, "targets": "+".join(cfg.targets),
     }
-    return [{c: {**fixed, **row}[c] for c in METRICS_COLUMNS} for row in per_labeler]
+    steps = steps or {}
+    return [{c: {**fixed, "steps": steps.get(row["labeler"], ""), **row}[c]
+             for c in METRICS_COLUMNS} for row in per_labeler]
 
 
 def write_csv(path: Path, rows: list[dict], columns: tuple[str, ...]) -> None:

@@ -57,21 +57,21 @@ class StudyConfig:
     sizes: tuple[int, ...] = (50, 100, 200, 400, 800, 1600)
     methods: tuple[str, ...] = DEFAULT_METHODS
     seeds: int = 3
-    eval_per_labeler: int = 1000
+    eval_per_labeler: int = 600
     disagreement: float = 2.5
     data_seed: int = 0
     workers: int = 5
     epochs: float = 20.0
-    lr: float = 3e-3
-    head_lr: float = 3e-3
-    batch_size: int = 32
+    lr: float = 1e-2
+    head_lr: float = 1e-2
+    batch_size: int = 64
     lora_r: int = 32
     lora_alpha: float = 16.0
     warmup_ratio: float = 0.1
     warmup_fraction: float = 0.1
     max_length: int = 48
     model: str = "minilm"
-    features: str = "mean-pooled last hidden state -> LoRA(pooler.dense) -> tanh -> head"
+    features: str = "summary-token mean + length z -> LoRA(pooler.dense) -> tanh -> head"
 
     def __post_init__(self):
         if not self.sizes or min(self.sizes) < 1:
@@ -115,7 +115,9 @@ def prepare_data(cfg: StudyConfig, out: Path):
 
 
 def encode_features(cfg: StudyConfig, comps, out: Path, name: str, progress: bool) -> np.ndarray:
-    """(n, 2, hidden) mean-pooled MiniLM last hidden states of both texts; cached in OUT."""
+    """(n, 2, hidden + 1) per text: the MiniLM last hidden states averaged over the summary's
+    tokens (the prompt is read in context but not pooled), and the summary's token count
+    (mean pooling loses length, which the labelers weigh). Cached in OUT."""
     path = out / f"features_{name}.npy"
     if path.exists():
         feats = np.load(path)
@@ -136,18 +138,27 @@ def encode_features(cfg: StudyConfig, comps, out: Path, name: str, progress: boo
             part = comps[s : s + step]
             texts = [c.text(0) for c in part] + [c.text(1) for c in part]
             enc = tok(texts, truncation=True, max_length=cfg.max_length, padding=True,
-                      return_tensors="pt")
+                      return_tensors="pt", return_offsets_mapping=True)
+            offsets = enc.pop("offset_mapping")
+            start = torch.tensor([len(c.prompt) for c in part] * 2)[:, None]
+            summary = (offsets[:, :, 0] >= start) & (offsets[:, :, 1] > offsets[:, :, 0])
             h = encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])[0]
-            mask = enc["attention_mask"].unsqueeze(-1).float()
-            mean = (h * mask).sum(1) / mask.sum(1)
-            chunks.append(torch.stack([mean[: len(part)], mean[len(part):]], 1).numpy())
+            mask = summary.unsqueeze(-1).float()
+            count = mask.sum(1)
+            f = torch.cat([(h * mask).sum(1) / count.clamp(min=1), count], 1)
+            chunks.append(torch.stack([f[: len(part)], f[len(part):]], 1).numpy())
     feats = np.concatenate(chunks).astype(np.float32)
     np.save(path, feats)
     return feats
 
 
 def pooler_layer(cfg: StudyConfig):
-    """The backbone's pretrained pooler dense layer (the frozen base of the LoRA update)."""
+    """The frozen base of the LoRA update: the backbone's pretrained pooler dense layer with one
+    extra input column of zeros for the summary-length feature (the map is unchanged; only the
+    adapters can read the length)."""
+    import torch
+    from torch import nn
+
     from llm.model import load_backbone, load_tokenizer
 
     tok = load_tokenizer(cfg.model)
@@ -156,7 +167,12 @@ def pooler_layer(cfg: StudyConfig):
     dense = getattr(getattr(encoder, "pooler", None), "dense", None)
     if dense is None:
         raise ValueError(f"{cfg.model}: no pooler.dense layer to adapt")
-    return dense
+    d_out, d_in = dense.weight.shape
+    base = nn.Linear(d_in + 1, d_out)
+    with torch.no_grad():
+        base.weight.copy_(torch.cat([dense.weight, torch.zeros(d_out, 1)], 1))
+        base.bias.copy_(dense.bias)
+    return base
 
 
 def subset(data, n_users: int, size: int, seed: int) -> np.ndarray:
@@ -317,8 +333,11 @@ def run_study(cfg: StudyConfig, out: Path, progress: bool = True) -> Path:
     _check_config(cfg, out)
     data, margins = prepare_data(cfg, out)
     n = data.n_users
-    ftr = torch.from_numpy(encode_features(cfg, data.train, out, "train", progress))
-    fva = torch.from_numpy(encode_features(cfg, data.valid, out, "valid", progress))
+    ftr, fva = (encode_features(cfg, comps, out, name, progress)
+                for comps, name in ((data.train, "train"), (data.valid, "valid")))
+    mu, sd = ftr[:, :, -1].mean(), ftr[:, :, -1].std()  # token count -> z-score (train stats)
+    ftr, fva = (torch.from_numpy(np.concatenate([f[:, :, :-1], (f[:, :, -1:] - mu) / sd], 2))
+                for f in (ftr, fva))
     dense = pooler_layer(cfg)
     ch_tr = torch.tensor([c.choice for c in data.train])
     u_tr = torch.tensor([c.user for c in data.train])
