@@ -61,7 +61,7 @@ class StudyConfig:
     disagreement: float = 2.5
     data_seed: int = 0
     workers: int = 5
-    epochs: float = 20.0
+    epochs: float = 10.0
     lr: float = 1e-2
     head_lr: float = 1e-2
     batch_size: int = 64
