@@ -59,8 +59,9 @@ class TrainConfig:
     """Names of the adapted linear layers (paper text: Q and K; the authors' code: Q and V)."""
     per_user_head: bool = False
     """One score head per user (always the case for `local` and `share-rep`)."""
-    lora_dropout: float = 0.05
-    """LoRA dropout on the adapted layers' input before A (the authors' TRL default 0.05)."""
+    lora_dropout: float = 0.0
+    """LoRA dropout on the adapted layers' input before A (0 as before; the authors' TRL
+    scripts used 0.05: pass --lora-dropout 0.05 to match them)."""
     a_init: str = "peft"
     """Personal A_i at init: `peft` (independent, bound 1/sqrt(d_in)), `identical` (one such
     draw copied to every user) or `authors` (one draw with bound 1/sqrt(r), copied: the
