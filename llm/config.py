@@ -92,8 +92,8 @@ class TrainConfig:
     precision: str = "auto"
     """`auto` (bf16 on CUDA, fp32 on CPU), `bf16` or `fp32`."""
     gradient_checkpointing: str = "auto"
-    """`auto` (on with CUDA only when batch_size x padded width > llm.train.GC_AUTO_TOKENS),
-    `on` or `off`; always non-reentrant."""
+    """`auto` (CUDA only: per micro-batch, when its computed peak memory exceeds
+    llm.train.GC_MEMORY_FRACTION of the device), `on` or `off`; always non-reentrant."""
     group_by_length: bool = True
     """Length-grouped batches: sort windows of 64 batches' worth of shuffled pairs by length,
     chunk into batches, shuffle the batches (seeded; users stay mixed)."""
