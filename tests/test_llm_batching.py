@@ -142,9 +142,9 @@ def test_resume_after_k_steps_reproduces_the_rest_of_the_epoch(tiny, tmp_path, m
     seen: list[list[tuple]] = []
     original = train._pair_loss
 
-    def recording(model, tok, comps, cfg, accel):
+    def recording(model, tok, comps, cfg, accel, *rest):
         seen.append([(c.user, c.post_id, c.summaries, c.choice) for c in comps])
-        return original(model, tok, comps, cfg, accel)
+        return original(model, tok, comps, cfg, accel, *rest)
 
     monkeypatch.setattr(train, "_pair_loss", recording)
 
