@@ -155,14 +155,6 @@ def build_reward_model(
     for p in backbone.parameters():
         p.requires_grad_(False)
     head_name, head = find_head(backbone)
-    if generator is not None and isinstance(head, nn.Linear):
-        # The fresh head of from_pretrained comes from the global torch RNG (never seeded):
-        # redraw it from the run's generator, as transformers initialises it (N(0, range^2)).
-        std = float(getattr(backbone.config, "initializer_range", 0.02))
-        with torch.no_grad():
-            head.weight.copy_(torch.randn(head.weight.shape, generator=generator) * std)
-            if head.bias is not None:
-                head.bias.zero_()
     per_user_head = cfg.per_user_head or cfg.method == "share-rep"
     n_head = n_users if (kind == "personal" and per_user_head) else 1
     setattr(backbone, head_name, UserHead(head, n_head, ctx).to(head.weight.device))

@@ -197,8 +197,9 @@ def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress, len
 
     world = accel.num_processes
     steps = phase_steps(cfg, phase, data, world)
-    # Dropout draws from the global RNG: seed it per phase, so that a phase (or a run resumed
-    # at a phase boundary) does not depend on what ran before it in the process.
+    # The fresh score head (from_pretrained) and dropout draw from the global torch RNG: seed it
+    # per phase, so that a phase (or a run resumed at a phase boundary) does not depend on what
+    # ran before it in the process.
     torch.manual_seed(_phase_seed(cfg, phase))
     model = _build_phase_model(cfg, phase, data.n_users, accel, out)
     params = [p for p in model.parameters() if p.requires_grad]
