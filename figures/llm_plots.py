@@ -149,7 +149,7 @@ def plot_study(study_csv: Path, out_dir: Path) -> list[Path]:
     ax.set_ylabel("held-out accuracy (mean over labelers)")
     n_seeds = len({r["seed"] for r in rows})
     ax.set_title(f"CPU study on llm.synth ({n_seeds} seeds, 95% CI)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="center right")
     fig.tight_layout()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
