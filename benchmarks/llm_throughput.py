@@ -14,8 +14,16 @@ MFU counts model FLOPs only, with the convention that reproduces the anchor numb
 docs/performance.md: per token 4 N (forward 2 N, backward input gradients 2 N; the frozen
 weights get no weight gradient) with N the non-embedding, non-head parameters, plus
 12 L s d for attention scores (forward + backward, no causal discount); recomputation under
-gradient checkpointing and the LoRA factors are not counted. ``mfu`` counts every processed
-token (padding included), ``mfu_useful`` only real tokens.
+gradient checkpointing and the LoRA factors are not counted. ``mfu`` divides by the GPU's
+datasheet dense bf16 peak (DATASHEET_BF16_TFLOPS, or ``--peak-tflops``), ``mfu_measured`` by
+the bf16 matmul rate measured in this run (lower than the datasheet, so more flattering);
+``mfu_useful`` counts only real tokens (no padding), against the datasheet peak.
+
+Every case builds its backbone afresh (seeded random init, directly on the device) and frees
+it afterwards, so ``peak_mem_gib`` is one reward model's training peak, with no second
+reference copy. The cases of one comparison group (same shape and batches) are measured
+``--repeats`` times, alternating A B ... B A, and every row reports the median with the
+min-max spread over the repeats; ``vs_global`` is the median of the per-round ratios.
 
 Without CUDA (or with ``--tiny``) the same code path runs tiny configs on the CPU in fp32 so that
 the script is tested; those figures are NOT GPU figures and say so in every row (``device``).
@@ -24,7 +32,6 @@ the script is tested; those figures are NOT GPU figures and say so in every row 
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import gc
 import math
@@ -45,7 +52,7 @@ PAPER_PAIRS, PAPER_EPOCHS = 26_865, 3  # one method of the paper's table (Sectio
 # prompt ~ log-normal (median 300, log-sd 0.45), each summary 12..48 tokens -> pair median ~330.
 TLDR_PROMPT_MEDIAN, TLDR_PROMPT_LOGSD, TLDR_MAX = 300, 0.45, 512
 SUMMARY_MIN, SUMMARY_MAX = 12, 48
-NEW_SHAPE_S = 45.0  # budget check: assumed cost of a shape's first case (backbone build + case)
+NEW_SHAPE_S = 20.0  # budget check: assumed cost of a shape's first case (backbone build + case)
 GROUP_POOL = 64  # length grouping: sort this many batches' worth of pairs, then chunk
 
 SHAPES = {
@@ -59,9 +66,24 @@ METHOD_KIND = {"global": "peft", "local": "peft", "shared": "personal", "shared-
 COLUMNS = [
     "shape", "method", "layout", "option", "rows", "pairs", "max_len", "attn", "fused_adamw",
     "checkpointing", "compiled", "steps", "step_s", "tokens_s", "padded_tokens_s", "pairs_s",
-    "seqs_s", "pad_frac", "peak_mem_gib", "model_tflops", "mfu", "mfu_useful", "vs_global",
-    "matmul_tflops", "device", "dtype", "versions",
+    "seqs_s", "pad_frac", "peak_mem_gib", "model_tflops", "mfu", "mfu_measured", "mfu_useful",
+    "vs_global", "vs_global_min", "vs_global_max", "tokens_s_min", "tokens_s_max", "repeats",
+    "datasheet_tflops", "matmul_tflops", "device", "dtype", "versions",
 ]
+# Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's datasheets, TFLOP/s; the first
+# name contained in torch.cuda.get_device_name() wins (so "H200 NVL" before "H200").
+DATASHEET_BF16_TFLOPS = (
+    ("H200 NVL", 835.5), ("H200", 989.4), ("H100 PCIe", 756.5), ("H100 NVL", 835.5),
+    ("H100", 989.4), ("A100", 312.0),
+)
+
+
+def datasheet_tflops(device_name: str) -> float:
+    """The datasheet dense bf16 peak of ``device_name`` (NaN when unknown, e.g. a CPU)."""
+    for key, tflops in DATASHEET_BF16_TFLOPS:
+        if key in device_name:
+            return tflops
+    return float("nan")
 
 
 @dataclass(frozen=True)
@@ -205,14 +227,15 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def build_model(case: Case, pristine, device):
-    """The method's RewardModel built by llm.model on a copy of the pristine backbone."""
+def build_model(case: Case, device, dtype):
+    """The method's RewardModel built by llm.model on a fresh, seeded backbone of the shape."""
     import torch
 
     from llm.config import TrainConfig
     from llm.model import build_reward_model
 
-    backbone = copy.deepcopy(pristine)
+    torch.manual_seed(0)  # the same random weights for every case of a shape
+    backbone = make_backbone(case.shape, device, dtype)
     if case.attn != "sdpa":
         backbone.set_attn_implementation(case.attn)
     if case.checkpointing:  # as llm/train.py: always non-reentrant
@@ -228,18 +251,21 @@ def build_model(case: Case, pristine, device):
     return model.to(device)
 
 
-def measure(case: Case, pristine, device, dtype, warmup: int, steps: int) -> dict:
+def measure(case: Case, device, dtype, warmup: int, steps: int) -> dict:
     """Train ``warmup + steps`` steps of ``case``; timing and memory of the last ``steps``."""
     import torch
 
-    model = build_model(case, pristine, device)
+    cuda = str(device).startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    model = build_model(case, device, dtype)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    cuda = str(device).startswith("cuda")
     opt = torch.optim.AdamW(params, lr=5e-5, fused=case.fused_adamw if cuda else None,
                             foreach=None if (case.fused_adamw and cuda) else True)
     fwd = torch.compile(model) if case.compiled else model
-    vocab = pristine.config.vocab_size
+    backbone = model.backbone
+    vocab = backbone.config.vocab_size
     gen = torch.Generator().manual_seed(1)
     batches = pair_batches(case, warmup + steps)
     pairs = case.rows // 2
@@ -266,8 +292,6 @@ def measure(case: Case, pristine, device, dtype, warmup: int, steps: int) -> dic
     for i in range(warmup):
         step(i)
     _sync(device)
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
     times = []
     for i in range(warmup, warmup + steps):
         t0 = time.perf_counter()
@@ -279,15 +303,16 @@ def measure(case: Case, pristine, device, dtype, warmup: int, steps: int) -> dic
     total_s = float(np.sum(times))
     real = float(sum(b.sum() for b in timed))
     padded = float(sum(b.max() * len(b) for b in timed))
-    dense, attn = model_flops_per_token(pristine)
+    dense, attn = model_flops_per_token(backbone)
     flops_padded = sum(len(b) * b.max() * (dense + attn * b.max()) for b in timed)
     flops_real = sum(float(np.sum(b * (dense + attn * b))) for b in timed)
-    return dict(
+    out = dict(
         steps=steps, step_s=float(np.median(times)), tokens_s=real / total_s,
         padded_tokens_s=padded / total_s, pairs_s=steps * pairs / total_s,
         seqs_s=steps * case.rows / total_s, pad_frac=1 - real / padded, peak_mem_gib=peak,
         model_tflops=flops_padded / total_s / 1e12, _flops_real=flops_real / total_s / 1e12,
     )
+    return out  # the model, optimizer state and backbone die here (the caller collects)
 
 
 def run(args) -> list[dict]:
@@ -317,56 +342,66 @@ def run(args) -> list[dict]:
         plan = [c for c in plan if c.method in args.methods]
     if args.options:
         plan = [c for c in plan if c.option in args.options]
-    rows, pristine, pristine_shape, last_cost = [], None, None, {}
+    sheet = args.peak_tflops or datasheet_tflops(device_name)
+    print(f"datasheet dense bf16 peak: {sheet:.4g} TFLOP/s (MFU is against this)", flush=True)
+    rows, last_cost = [], {}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    for case in plan:
+    groups: dict[tuple, list[Case]] = {}
+    for case in plan:  # a group: the cases compared on the same shape and batches
+        groups.setdefault((case.shape, case.layout, case.rows, case.max_len), []).append(case)
+    for cases in groups.values():
         left = args.budget_s - (time.perf_counter() - t_start)
-        # a new shape also builds its backbone (8B on an H200: expect tens of seconds)
-        if left < 1.3 * last_cost.get(case.shape, NEW_SHAPE_S if cuda else 0.0):
-            print(f"skip (budget): {case}", flush=True)
+        # every case builds its backbone (8B on an H200: expect seconds to tens of seconds)
+        cost = last_cost.get(cases[0].shape, NEW_SHAPE_S if cuda else 0.0)
+        if left < 1.2 * cost * len(cases) * args.repeats:
+            print(f"skip (budget): {len(cases)} cases of {cases[0].shape} {cases[0].layout} "
+                  f"{cases[0].rows}x{cases[0].max_len}", flush=True)
             continue
-        t0 = time.perf_counter()
-        if case.shape != pristine_shape:
-            pristine = None
-            gc.collect()
-            if cuda:
-                torch.cuda.empty_cache()
-            pristine, pristine_shape = make_backbone(case.shape, device, dtype), case.shape
-        try:
-            res = measure(case, pristine, device, dtype, warmup, steps)
-            gc.collect()  # the case's model and optimizer state are garbage now
-            if cuda:
-                torch.cuda.empty_cache()
-        except torch.OutOfMemoryError as err:  # report and go on: other cases still fit
-            print(f"OOM: {case}: {str(err).splitlines()[0]}", flush=True)
-            gc.collect()
-            torch.cuda.empty_cache()
-            continue
-        last_cost[case.shape] = time.perf_counter() - t0
-        useful = res.pop("_flops_real")
-        row = dict(asdict(case), **res, pairs=case.rows // 2, mfu=res["model_tflops"] / peak,
-                   mfu_useful=useful / peak, matmul_tflops=peak, device=device_name,
-                   dtype=str(dtype)[6:], versions=versions)
-        rows.append(row)
-        row["vs_global"] = row["tokens_s"] / _global_ref(rows, case)
-        _write_csv(out, rows)
-        print(_line(row), flush=True)
+        samples: dict[Case, list[dict]] = {c: [] for c in cases}
+        for rep in range(args.repeats):  # A B ... then ... B A: drift cancels in the ratios
+            for case in (cases if rep % 2 == 0 else cases[::-1]):
+                t0 = time.perf_counter()
+                try:
+                    samples[case].append(measure(case, device, dtype, warmup, steps))
+                    gc.collect()
+                    if cuda:
+                        torch.cuda.empty_cache()
+                except torch.OutOfMemoryError as err:  # report and go on: others still fit
+                    print(f"OOM: {case}: {str(err).splitlines()[0]}", flush=True)
+                    gc.collect()
+                    torch.cuda.empty_cache()
+                last_cost[case.shape] = time.perf_counter() - t0
+        for case in cases:
+            if not samples[case]:
+                continue
+            row = _combine(case, samples[case], samples, sheet, peak)
+            row.update(device=device_name, dtype=str(dtype)[6:], versions=versions)
+            rows.append(row)
+            _write_csv(out, rows)
+            print(_line(row), flush=True)
     print(f"wrote {out} ({len(rows)} rows) in {time.perf_counter() - t_start:.0f} s")
     print(projection(rows, cuda))
     return rows
 
 
-def _global_ref(rows: list[dict], case: Case) -> float:
-    """tokens/s of ``global`` on the same batches: same option if measured, else the baseline."""
-    same = [r for r in rows if r["method"] == "global"
-            and (r["shape"], r["layout"], r["rows"], r["max_len"])
-            == (case.shape, case.layout, case.rows, case.max_len)]
-    for option in (case.option, "base"):
-        for r in same:
-            if r["option"] == option:
-                return r["tokens_s"]
-    return float("nan")
+def _combine(case: Case, runs: list[dict], group: dict, sheet: float, matmul: float) -> dict:
+    """One CSV row: medians over the repeats, the tokens/s spread, MFU against both peaks and
+    the per-round ratio to ``global`` on the same batches (same option if measured, else base)."""
+    med = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
+    tok = [r["tokens_s"] for r in runs]
+    ref = next((group[c] for opt in (case.option, "base") for c in group
+                if c.method == "global" and c.option == opt and group[c]), None)
+    ratios = ([a["tokens_s"] / b["tokens_s"] for a, b in zip(runs, ref)] if ref
+              else [float("nan")])
+    useful = med.pop("_flops_real")
+    med["steps"] = runs[0]["steps"]
+    return dict(asdict(case), **med, pairs=case.rows // 2,
+                mfu=med["model_tflops"] / sheet, mfu_measured=med["model_tflops"] / matmul,
+                mfu_useful=useful / sheet, vs_global=float(np.median(ratios)),
+                vs_global_min=min(ratios), vs_global_max=max(ratios), tokens_s_min=min(tok),
+                tokens_s_max=max(tok), repeats=len(runs), datasheet_tflops=sheet,
+                matmul_tflops=matmul)
 
 
 def projection(rows: list[dict], cuda: bool) -> str:
@@ -383,9 +418,11 @@ def projection(rows: list[dict], cuda: bool) -> str:
 
 def _line(r: dict) -> str:
     return (f"{r['shape']:<10} {r['method']:<8} {r['layout']:<12} {r['rows']:>2}x{r['max_len']:<4} "
-            f"{r['option']:<13} {r['tokens_s']:10.0f} tok/s {r['pairs_s']:8.2f} pairs/s "
-            f"pad {r['pad_frac']:4.0%} mem {r['peak_mem_gib']:6.1f} GiB MFU {r['mfu']:5.1%} "
-            f"(useful {r['mfu_useful']:5.1%}) x{r['vs_global']:.3f} of global")
+            f"{r['option']:<13} {r['tokens_s']:10.0f} tok/s [{r['tokens_s_min']:.0f}, "
+            f"{r['tokens_s_max']:.0f}] {r['pairs_s']:8.2f} pairs/s pad {r['pad_frac']:4.0%} "
+            f"mem {r['peak_mem_gib']:6.1f} GiB MFU {r['mfu']:5.1%} (measured-peak "
+            f"{r['mfu_measured']:5.1%}, useful {r['mfu_useful']:5.1%}) x{r['vs_global']:.3f} "
+            f"[{r['vs_global_min']:.3f}, {r['vs_global_max']:.3f}] of global")
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -402,7 +439,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = OneLineParser(prog="python -m benchmarks.llm_throughput", description=__doc__.split("\n")[0])
     p.add_argument("--tiny", action="store_true", help="tiny configs on the CPU (automatic without CUDA)")
     p.add_argument("--out", default="results/bench/llm_throughput.csv", help="CSV written row by row")
-    p.add_argument("--budget-s", type=float, default=420.0,
+    p.add_argument("--budget-s", type=float, default=480.0,
                    help="wall-clock budget; remaining cases are skipped once it would be exceeded")
     p.add_argument("--steps", type=int, default=None, help="timed steps per case (GPU 10, tiny 2)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per case (GPU 3, tiny 1)")
@@ -410,9 +447,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="*", choices=sorted(METHOD_KIND), help="restrict to these methods")
     p.add_argument("--options", nargs="*", help="restrict to these option labels (base, ckpt, ...)")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile (1B shape)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="measurements per case, alternating the cases of a group (spread reported)")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="bf16 peak for MFU (default: the datasheet value of the detected GPU)")
     args = p.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         p.error(f"--steps must be >= 1, got {args.steps}")
+    if args.repeats < 1:
+        p.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.peak_tflops is not None and not args.peak_tflops > 0:
+        p.error(f"--peak-tflops must be > 0, got {args.peak_tflops}")
     if args.warmup is not None and args.warmup < 0:
         p.error(f"--warmup must be >= 0, got {args.warmup}")
     return args

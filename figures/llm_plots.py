@@ -112,3 +112,49 @@ def make_llm_figures(result_dirs: list[Path], out_dir: Path) -> list[Path]:
         print(f"figures: Figure 3 (share B vs share A) skipped in {out_dir}: it needs runs of "
               f"both shared and shared-a, found {', '.join(sorted(present))}")
     return [p for name, fig in figures.items() for p in save_png_pdf(fig, out_dir / name)]
+
+
+def plot_study(study_csv: Path, out_dir: Path) -> list[Path]:
+    """The CPU study (llm.study): held-out accuracy (mean over labelers) vs pairs per labeler,
+    one line per method with its 95% t-interval over seeds, the labelers' own (Bayes) accuracy
+    as the ceiling and the best single reward's accuracy. PNG and PDF."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from figures._save import save_png_pdf
+    from llm.study import ci95
+
+    with open(study_csv, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["labeler"] == "all"]
+    if not rows:
+        raise ValueError(f"{study_csv}: no rows")
+    sizes = sorted({int(r["pairs_per_labeler"]) for r in rows})
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for m in _methods(rows):
+        pts = []
+        for s in sizes:
+            vals = [float(r["accuracy"]) for r in rows
+                    if r["method"] == m and int(r["pairs_per_labeler"]) == s]
+            if vals:
+                pts.append((s, *ci95(vals)))
+        x, mu, h = (np.array(v) for v in zip(*pts))
+        color = f"C{METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER)}"
+        ax.plot(x, mu, "o-", color=color, label=LABELS.get(m, m), ms=3)
+        ax.fill_between(x, mu - h, mu + h, color=color, alpha=0.18, lw=0)
+    ax.axhline(float(rows[0]["bayes_accuracy"]), color="k", ls="--", lw=1,
+               label="labelers' own reward (Bayes)")
+    ax.axhline(float(rows[0]["mean_reward_accuracy"]), color="gray", ls=":", lw=1,
+               label="best single reward")
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.set_xlabel("train pairs per labeler")
+    ax.set_ylabel("held-out accuracy (mean over labelers)")
+    n_seeds = len({r["seed"] for r in rows})
+    ax.set_title(f"CPU study on llm.synth ({n_seeds} seeds, 95% CI)")
+    ax.legend(fontsize=7, loc="center right")
+    fig.tight_layout()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return save_png_pdf(fig, out_dir / "llm_study_accuracy")

@@ -61,6 +61,16 @@ class TrainConfig:
     """Names of the adapted linear layers (paper text: Q and K; the authors' code: Q and V)."""
     per_user_head: bool = False
     """One score head per user (always the case for `local` and `share-rep`)."""
+    lora_dropout: float = 0.0
+    """LoRA dropout on the adapted layers' input before A (0 as before; the authors' TRL
+    scripts used 0.05: pass --lora-dropout 0.05 to match them)."""
+    a_init: str = "peft"
+    """Personal A_i at init: `peft` (independent, bound 1/sqrt(d_in)), `identical` (one such
+    draw copied to every user) or `authors` (one draw with bound 1/sqrt(r), copied: the
+    authors' public code)."""
+    keep_cnndm: bool = False
+    """Keep CNN/DM rows (prompt from the article) through the worker ranking and capping, as the
+    authors' loader does; default: drop them before ranking (they have no Reddit post)."""
     warmup_ratio: float = 0.1
     """Fraction of a schedule's steps with linear learning-rate warm-up."""
     weight_decay: float = 0.0
@@ -69,6 +79,12 @@ class TrainConfig:
     """`shared-g`: fraction of the epochs spent on global LoRA (Section 5: 2 of 3)."""
     g_lr_factor: float = 1.0 / 3.0
     """`shared-g`: learning rate of the personal phase relative to lr (Appendix D.2: 1/3)."""
+    shared_g_schedule: str = "authors"
+    """`shared-g`: `authors` (the global phase is the first 2/3 of the 3-epoch global run's
+    schedule, not decayed to zero; the personal phase starts at lr x g_lr_factor with no
+    warm-up, decaying linearly to zero) or `appendix` (Appendix D.2 read literally: a separate
+    2-epoch global schedule with warm-up and decay to zero, then a fresh 1-epoch schedule with
+    warm-up at lr x g_lr_factor)."""
     warmup_fraction: float = 0.1
     """`shared-wu`: fraction of the epochs spent on the global warm-up (Section 5: 0.3 of 3)."""
     shared_fraction: float = 0.7
@@ -81,8 +97,8 @@ class TrainConfig:
     precision: str = "auto"
     """`auto` (bf16 on CUDA, fp32 on CPU), `bf16` or `fp32`."""
     gradient_checkpointing: str = "auto"
-    """`auto` (on with CUDA only when batch_size x padded width > llm.train.GC_AUTO_TOKENS),
-    `on` or `off`; always non-reentrant."""
+    """`auto` (CUDA only: per micro-batch, when its computed peak memory exceeds
+    llm.train.GC_MEMORY_FRACTION of the device), `on` or `off`; always non-reentrant."""
     group_by_length: bool = True
     """Length-grouped batches: sort windows of 64 batches' worth of shuffled pairs by length,
     chunk into batches, shuffle the batches (seeded; users stay mixed)."""
@@ -137,6 +153,13 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in (0, 1), got {value}")
         if not self.targets or any(not t for t in self.targets):
             raise ValueError(f"targets must be non-empty module names, got {self.targets!r}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.a_init not in ("peft", "identical", "authors"):
+            raise ValueError(f"a_init must be peft, identical or authors, got {self.a_init!r}")
+        if self.shared_g_schedule not in ("authors", "appendix"):
+            raise ValueError(
+                f"shared_g_schedule must be authors or appendix, got {self.shared_g_schedule!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         if not isinstance(self.group_by_length, bool):

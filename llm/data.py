@@ -34,6 +34,7 @@ HUB_REVISION = "refs/convert/parquet"
 TRAIN_SPLITS = ("train",)
 VALID_SPLITS = ("valid1", "valid2", "validation")
 PROMPT_TEMPLATE = "SUBREDDIT: r/{subreddit}\nTITLE: {title}\nPOST: {post}\nTL;DR: "
+ARTICLE_TEMPLATE = "ARTICLE: {article}\nTL;DR: "  # CNN/DM rows under keep_cnndm
 
 
 class DataError(ValueError):
@@ -105,10 +106,13 @@ def load_comparisons(
     limit_per_worker: int | None = None,
     eval_limit_per_worker: int | None = None,
     skip_malformed: bool = False,
+    keep_cnndm: bool = False,
 ) -> TLDRData:
     """Read comparisons from ``source`` and apply the paper's top-K balanced selection.
 
     ``skip_malformed``: count and skip malformed rows instead of raising :class:`DataError`.
+    ``keep_cnndm``: keep CNN/DM rows (prompt ``ARTICLE_TEMPLATE``) through ranking and capping,
+    as the authors' loader does; by default they are dropped (and counted) before ranking.
     """
     if workers < 1:
         raise DataError(f"workers must be >= 1, got {workers}")
@@ -117,7 +121,7 @@ def load_comparisons(
     for raw, origin in _iter_source(source):
         counts["rows"] += 1
         try:
-            row = _parse_row(raw, origin)
+            row = _parse_row(raw, origin, keep_cnndm)
         except DataError:
             if not skip_malformed:
                 raise
@@ -197,8 +201,9 @@ def select_workers(
     return TLDRData(tuple(ranked), train, valid, report)
 
 
-def _parse_row(raw, origin: str) -> _Row | None:
-    """Validate one official-schema object; None for rows without a post (CNN/DM)."""
+def _parse_row(raw, origin: str, keep_cnndm: bool = False) -> _Row | None:
+    """Validate one official-schema object; None for rows without a post (CNN/DM) unless
+    ``keep_cnndm`` and the row has an article."""
     if isinstance(raw, _BadJSON):
         raise DataError(f"{origin}: invalid JSON ({raw.message})")
     if not isinstance(raw, dict):
@@ -210,13 +215,17 @@ def _parse_row(raw, origin: str) -> _Row | None:
     if not isinstance(info, dict):
         raise DataError(f"{origin}: field 'info' must be an object")
     batch = str(raw.get("batch") or "")
+    article = None
     if "cnndm" in batch or info.get("post") is None:
-        return None
-    for key in ("title", "subreddit"):
-        if not isinstance(info.get(key), str):
-            raise DataError(f"{origin}: missing or non-text field 'info.{key}'")
-    if not isinstance(info["post"], str):
-        raise DataError(f"{origin}: field 'info.post' must be text")
+        if not keep_cnndm or not isinstance(info.get("article"), str):
+            return None
+        article = info["article"]
+    else:
+        for key in ("title", "subreddit"):
+            if not isinstance(info.get(key), str):
+                raise DataError(f"{origin}: missing or non-text field 'info.{key}'")
+        if not isinstance(info["post"], str):
+            raise DataError(f"{origin}: field 'info.post' must be text")
     summaries = raw["summaries"]
     if (
         not isinstance(summaries, list)
@@ -241,7 +250,8 @@ def _parse_row(raw, origin: str) -> _Row | None:
         worker=worker,
         split=split,
         post_id=str(info.get("id", "")),
-        prompt=format_prompt(info["subreddit"], info["title"], info["post"]),
+        prompt=(ARTICLE_TEMPLATE.format(article=article) if article is not None
+                else format_prompt(info["subreddit"], info["title"], info["post"])),
         summaries=(summaries[0]["text"], summaries[1]["text"]),
         choice=int(choice),
     )

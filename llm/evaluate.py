@@ -1,8 +1,9 @@
 """Pairwise accuracy per labeler, metrics.csv / table.md / diversity.csv, cross-method tables.
 
 A comparison is correct when the preferred summary gets the strictly larger fp32 reward. A tie
-is |r0 - r1| <= TIE_TOL in fp32 (exactly equal rewards); ties count as wrong and are reported
-in the ``ties`` column. ``python -m llm.evaluate DIR ... [--out FILE]`` prints the mean
+is |r0 - r1| <= TIE_TOL in fp32 (exactly equal rewards); ``accuracy`` counts ties as wrong,
+``accuracy_tie_half`` as 1/2 and ``accuracy_tie_right`` as right (the authors' TRL version), and
+``ties`` counts them. ``python -m llm.evaluate DIR ... [--out FILE]`` prints the mean
 accuracy per method (Figure 1) and per labeler (Figure 2) of several run directories.
 """
 
@@ -18,8 +19,8 @@ import numpy as np
 from sim.cli import OneLineParser
 
 METRICS_COLUMNS = (
-    "method", "model", "labeler", "n_eval", "accuracy", "ties", "seed", "epochs", "lora_r",
-    "lora_alpha", "targets",
+    "method", "model", "labeler", "n_eval", "accuracy", "accuracy_tie_half",
+    "accuracy_tie_right", "ties", "seed", "epochs", "steps", "lora_r", "lora_alpha", "targets",
 )
 DIVERSITY_COLUMNS = (
     "method", "seed", "layer", "N", "k", "nu", "tail", "energy", "top_energy_fraction",
@@ -46,28 +47,40 @@ def pairwise_accuracy(
     for u in range(n_users):
         sel = users == u
         n = int(sel.sum())
+        acc = float(correct[sel].mean()) if n else float("nan")
+        t = float(tie[sel].mean()) if n else float("nan")
         rows.append({
             "labeler": str(u),
             "n_eval": n,
-            "accuracy": float(correct[sel].mean()) if n else float("nan"),
+            "accuracy": acc,
+            "accuracy_tie_half": acc + 0.5 * t,
+            "accuracy_tie_right": acc + t,
             "ties": int(tie[sel].sum()),
         })
+    mean = {k: float(np.nanmean([r[k] for r in rows]))
+            for k in ("accuracy", "accuracy_tie_half", "accuracy_tie_right")}
     rows.append({
         "labeler": "all",
         "n_eval": int(sum(r["n_eval"] for r in rows)),
-        "accuracy": float(np.nanmean([r["accuracy"] for r in rows])),
+        **mean,
         "ties": int(sum(r["ties"] for r in rows)),
     })
     return rows
 
 
-def metrics_rows(cfg, per_labeler: list[dict]) -> list[dict]:
-    """Attach the run's settings to every labeler row (metrics.csv columns of docs/formats.md)."""
+def metrics_rows(cfg, per_labeler: list[dict], steps: dict | None = None) -> list[dict]:
+    """Attach the run's settings to every labeler row (metrics.csv columns of docs/formats.md).
+
+    ``steps[labeler]``: optimizer steps that trained the model scored in that row (missing:
+    empty).
+    """
     fixed = {
         "method": cfg.method, "model": cfg.model, "seed": cfg.seed, "epochs": cfg.epochs,
         "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, "targets": "+".join(cfg.targets),
     }
-    return [{c: {**fixed, **row}[c] for c in METRICS_COLUMNS} for row in per_labeler]
+    steps = steps or {}
+    return [{c: {**fixed, "steps": steps.get(row["labeler"], ""), **row}[c]
+             for c in METRICS_COLUMNS} for row in per_labeler]
 
 
 def write_csv(path: Path, rows: list[dict], columns: tuple[str, ...]) -> None:

@@ -11,8 +11,12 @@ the share-A ablation (Appendix D.3), ``n_a = n_b = 1`` plain (global) LoRA and
 gathered by user index and applied with one batched matmul, so every user's rows reach the
 single shared matrix in the same backward pass.
 
-Initialisation follows peft's default LoRA: A ~ U(-1/sqrt(d_in), 1/sqrt(d_in)) (kaiming-uniform
-with a = sqrt(5)), B = 0, so the model is unchanged at step 0.
+Initialisation (``a_init``): ``peft`` (default) follows peft's LoRA, every A_u drawn
+independently from U(-1/sqrt(d_in), 1/sqrt(d_in)) (kaiming-uniform with a = sqrt(5));
+``identical`` draws one such A and copies it to every user; ``authors`` is the authors' public
+code: one kaiming-uniform draw of a (d_in, r) tensor, so fan_in = r and the bound is 1/sqrt(r),
+copied to every user. B = 0 always, so the model is unchanged at step 0. ``dropout`` is LoRA
+dropout on the layer input before A (peft's and TRL's ``lora_dropout``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 from torch import nn
 
 LAYER_INDEX = re.compile(r"\.(\d+)\.")
+A_INITS = ("peft", "identical", "authors")
 
 
 class UserContext:
@@ -53,6 +58,8 @@ class PersonalLoRALinear(nn.Module):
         alpha: float,
         ctx: UserContext,
         generator: torch.Generator | None = None,
+        dropout: float = 0.0,
+        a_init: str = "peft",
     ):
         super().__init__()
         self.base_layer = base_layer
@@ -60,13 +67,18 @@ class PersonalLoRALinear(nn.Module):
             p.requires_grad_(False)
         d_out, d_in = base_layer.weight.shape
         device = base_layer.weight.device
-        bound = 1.0 / math.sqrt(d_in)
-        a = torch.rand(n_a, r, d_in, generator=generator) * (2 * bound) - bound
+        if a_init not in A_INITS:
+            raise ValueError(f"a_init must be one of {', '.join(A_INITS)}, got {a_init!r}")
+        bound = 1.0 / math.sqrt(r if a_init == "authors" else d_in)
+        draws = n_a if a_init == "peft" else 1
+        a = torch.rand(draws, r, d_in, generator=generator) * (2 * bound) - bound
+        a = a.expand(n_a, -1, -1).clone()
         self.lora_A = nn.Parameter(a.to(device))
         self.lora_B = nn.Parameter(torch.zeros(n_b, d_out, r, device=device))
         self.r = r
         self.alpha = alpha
         self.scaling = alpha / r
+        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self._ctx = [ctx]  # a list so that nn.Module does not register or copy it
 
     @property
@@ -83,7 +95,7 @@ class PersonalLoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(x)
-        xl = x.to(self.lora_A.dtype)
+        xl = self.lora_dropout(x.to(self.lora_A.dtype))
         if self.n_a == 1 and self.n_b == 1:
             delta = (xl @ self.lora_A[0].T) @ self.lora_B[0].T
         else:
@@ -168,6 +180,8 @@ def inject_personal_lora(
     ctx: UserContext,
     counts_for_layer,
     generator: torch.Generator | None = None,
+    dropout: float = 0.0,
+    a_init: str = "peft",
 ) -> list[str]:
     """Replace every ``nn.Linear`` named in ``targets`` by a :class:`PersonalLoRALinear`.
 
@@ -187,7 +201,8 @@ def inject_personal_lora(
         if counts is None:
             continue
         parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-        setattr(parent, leaf, PersonalLoRALinear(module, *counts, r, alpha, ctx, generator))
+        setattr(parent, leaf, PersonalLoRALinear(module, *counts, r, alpha, ctx, generator,
+                                                 dropout, a_init))
         replaced.append(name)
     missing = [t for t in targets if t not in seen]
     if missing:

@@ -164,7 +164,7 @@ def build_reward_model(
         lcfg = LoraConfig(
             r=cfg.lora_r,
             lora_alpha=cfg.lora_alpha,
-            lora_dropout=0.0,
+            lora_dropout=cfg.lora_dropout,
             target_modules=list(cfg.targets),
             bias="none",
         )
@@ -189,8 +189,10 @@ def build_reward_model(
             def counts(_layer):
                 return (n_users, 1)
 
+        # The tied (global) phase starts as peft's LoRA; a_init applies to personal A_i.
         inject_personal_lora(
-            backbone, cfg.targets, cfg.lora_r, cfg.lora_alpha, ctx, counts, generator
+            backbone, cfg.targets, cfg.lora_r, cfg.lora_alpha, ctx, counts, generator,
+            dropout=cfg.lora_dropout, a_init="peft" if kind == "tied" else cfg.a_init,
         )
     head = find_head(backbone)[1]
     for p in head.parameters():

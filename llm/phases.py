@@ -30,6 +30,8 @@ class Phase:
     lr: float
     init_from: int | None = None  # phase whose final adapter initialises this one
     continue_schedule: bool = False  # shared-wu: one linear schedule across both phases
+    schedule_epochs: float | None = None  # schedule as long as this many epochs (shared-g)
+    warmup: bool = True  # linear warm-up at the start of this phase's schedule
 
 
 def plan_phases(cfg: TrainConfig, n_users: int) -> list[Phase]:
@@ -41,6 +43,10 @@ def plan_phases(cfg: TrainConfig, n_users: int) -> list[Phase]:
         return [Phase(u, "peft", (u,), e, lr) for u in range(n_users)]
     if cfg.method == "shared-g":
         g = e * cfg.global_fraction
+        if cfg.shared_g_schedule == "authors":  # step 420 of the 3-epoch run, then lr/3, no warm-up
+            return [Phase(0, "tied", None, g, lr, schedule_epochs=e),
+                    Phase(1, "personal", None, e - g, lr * cfg.g_lr_factor, init_from=0,
+                          warmup=False)]
         return [Phase(0, "tied", None, g, lr),
                 Phase(1, "personal", None, e - g, lr * cfg.g_lr_factor, init_from=0)]
     if cfg.method == "shared-wu":

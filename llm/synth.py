@@ -25,7 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.cli import CliError, OneLineParser, check_memory, check_out_dir, nonneg_int, positive_int
+from sim.cli import (
+    CliError,
+    OneLineParser,
+    check_memory,
+    check_out_dir,
+    nonneg_float,
+    nonneg_int,
+    positive_int,
+)
 
 TRAITS = ("length", "overlap", "casual", "question", "emotion")
 W_COMMON = np.array([0.0, 1.5, 0.0, 0.0, 0.0])
@@ -56,9 +64,15 @@ EMOTION = ["and I am so upset", "and I feel really happy", "and I am furious",
 QUESTIONS = ["what should I do?", "am I wrong?", "how do I fix this?"]
 
 
-def labeler_weights(n_workers: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_workers, 5): w_i = W_COMMON + a_i D_CONCISE + b_i D_EXPRESSIVE, a_i, b_i ~ N(0, s^2)."""
-    ab = rng.normal(0.0, PERSONAL_SCALE, size=(n_workers, 2))
+def labeler_weights(
+    n_workers: int, rng: np.random.Generator, disagreement: float = PERSONAL_SCALE
+) -> np.ndarray:
+    """(n_workers, 5): w_i = W_COMMON + a_i D_CONCISE + b_i D_EXPRESSIVE, a_i, b_i ~ N(0, s^2).
+
+    s = ``disagreement``; the draws are s times standard normals, so changing s rescales the
+    same personal deviations (s = 0: every labeler has the common reward).
+    """
+    ab = disagreement * rng.normal(0.0, 1.0, size=(n_workers, 2))
     return W_COMMON + ab[:, :1] * D_CONCISE + ab[:, 1:] * D_EXPRESSIVE
 
 
@@ -91,12 +105,20 @@ def _summary(rng: np.random.Generator, facts: list[str]) -> tuple[str, np.ndarra
 
 
 def make_rows(
-    seed: int = 0, workers: int = 5, train_per_worker: int = 5373, valid_per_worker: int = 1238
+    seed: int = 0, workers: int = 5, train_per_worker: int = 5373, valid_per_worker: int = 1238,
+    disagreement: float = PERSONAL_SCALE,
 ) -> tuple[list[dict], dict]:
-    """All rows (official schema) and a meta dict with the true weights and Bayes accuracies."""
+    """All rows (official schema) and a meta dict with the true weights and Bayes accuracies.
+
+    Every row's ``extra`` holds ``synth_margin`` = r_i(s0) - r_i(s1) under its labeler's true
+    reward and ``synth_margin_mean`` under the mean reward of the kept workers, so that the
+    Bayes accuracy of any subset of rows can be computed exactly (``bayes_accuracy``).
+    """
+    if not disagreement >= 0:
+        raise ValueError(f"disagreement must be >= 0, got {disagreement}")
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     n_total = workers + N_MINOR_WORKERS
-    weights = labeler_weights(n_total, rng)
+    weights = labeler_weights(n_total, rng, disagreement)
     names = [f"synth-worker-{i:02d}" for i in range(n_total)]
     rows: list[dict] = []
     bayes, common = {}, {}
@@ -122,8 +144,11 @@ def make_rows(
                     correct += max(p0, 1.0 - p0)
                     correct_common += p0 if float(w_mean @ (t0 - t1)) > 0 else 1.0 - p0
                 split = "train" if split_name == "train" else ("valid1" if j % 2 else "valid2")
-                rows.append(_row(f"t3_{seed}_{i}_{split_name}_{j}", subreddit, title, post,
-                                 (s0, s1), choice, name, split, rng))
+                row = _row(f"t3_{seed}_{i}_{split_name}_{j}", subreddit, title, post,
+                           (s0, s1), choice, name, split, rng)
+                row["extra"]["synth_margin"] = margin
+                row["extra"]["synth_margin_mean"] = float(w_mean @ (t0 - t1))
+                rows.append(row)
         bayes[name] = correct / n_valid
         common[name] = correct_common / n_valid
         for j in range(CNNDM_ROWS_PER_WORKER if i < workers else 0):
@@ -134,6 +159,7 @@ def make_rows(
             rows.append(row)
     meta = {
         "seed": seed,
+        "disagreement": disagreement,
         "workers": names,
         "traits": list(TRAITS),
         "weights": weights.tolist(),
@@ -187,6 +213,13 @@ def write_candidates(out: Path, posts: list[dict], meta: dict) -> Path:
     return path
 
 
+def bayes_accuracy(margins: np.ndarray) -> float:
+    """Expected accuracy of the true reward on pairs with these margins r(s0) - r(s1):
+    mean of max(p0, 1 - p0), p0 = sigmoid(margin) (the Bradley-Terry labels' ceiling)."""
+    p0 = 1.0 / (1.0 + np.exp(-np.asarray(margins, dtype=float)))
+    return float(np.mean(np.maximum(p0, 1.0 - p0)))
+
+
 def _row(post_id, subreddit, title, post, summaries, choice, worker, split, rng) -> dict:
     return {
         "info": {"id": post_id, "post": post, "title": title, "subreddit": subreddit,
@@ -235,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="train comparisons of the smallest kept worker (the paper's 5,373)")
     parser.add_argument("--valid-per-worker", type=positive_int, default=1238,
                         help="validation comparisons of the smallest kept worker (1,238)")
+    parser.add_argument("--disagreement", type=nonneg_float, default=PERSONAL_SCALE,
+                        help="std of the labelers' personal weights a_i, b_i (0: all agree; "
+                             f"default {PERSONAL_SCALE})")
     parser.add_argument("--candidates", type=nonneg_int, default=0, metavar="n",
                         help=f"also write {CANDIDATE_POSTS} held-out posts with n candidate "
                              "summaries each and every labeler's true reward (0: none)")
@@ -246,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         check_out_dir(args.out)
     except CliError as err:
         return parser.fail(err)
-    rows, meta = make_rows(args.seed, args.workers, args.train_per_worker, args.valid_per_worker)
+    rows, meta = make_rows(args.seed, args.workers, args.train_per_worker, args.valid_per_worker,
+                           args.disagreement)
     paths = write_dataset(args.out, rows, meta)
     bayes = np.mean([meta["bayes_valid_accuracy"][w] for w in meta["workers"][: args.workers]])
     common = np.mean(

@@ -25,11 +25,18 @@ import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
+from dataclasses import replace  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from llm.config import DEFAULT_DATA, DEFAULT_MODEL, METHODS, TrainConfig  # noqa: E402
 from llm.data import DataError, load_comparisons  # noqa: E402
+from llm.memory import (  # noqa: E402,F401  (re-exported: the trainer's public API)
+    GC_MEMORY_FRACTION,
+    CheckpointPolicy,
+    activation_bytes_per_token,
+    estimate_peak_bytes,
+)
 from llm.phases import (  # noqa: E402,F401  (re-exported: the trainer's public API)
     GROUP_WINDOW_BATCHES,
     Phase,
@@ -59,25 +66,6 @@ from sim.cli import (  # noqa: E402
 # Test hook: stop (exit 3) after this many optimizer steps, as an interrupted run would.
 STOP_ENV = "LLM_TRAIN_STOP_AFTER_STEPS"
 MAX_GRAD_NORM = 1.0  # transformers.Trainer / TRL default
-# `--gradient-checkpointing auto` (CUDA only) turns checkpointing on when batch_size x padded
-# width (pairs x tokens of one process's forward pass; 2 x that in sequence tokens) exceeds this.
-# A GUESS, not calibrated: it is the Llama-3-8B shape 8 pairs (16 sequences) x 512 tokens that
-# stock peft ran in 57 GiB without checkpointing on an H200 (docs/performance.md, anchor); this
-# code's memory is not measured. Calibrate with `python -m benchmarks.llm_throughput` on the GPU
-# (peak memory of `shared` with and without checkpointing) and change the constant.
-GC_AUTO_TOKENS = 8 * 512
-
-
-def use_gradient_checkpointing(cfg: TrainConfig, cuda: bool, width: int) -> bool:
-    """`on`/`off` as given; `auto`: on CUDA when batch_size x width > GC_AUTO_TOKENS.
-
-    ``width``: the widest padded batch possible (max_length, position limit and longest text).
-    """
-    if cfg.gradient_checkpointing != "auto":
-        return cfg.gradient_checkpointing == "on"
-    return cuda and cfg.batch_size * width > GC_AUTO_TOKENS
-
-
 def make_accelerator(bf16: bool, cuda: bool):
     """The run's Accelerator; under torchrun / `accelerate launch --multi_gpu` without CUDA,
     one gloo process group on the CPU (accelerate only forms it when asked for the CPU)."""
@@ -99,7 +87,8 @@ def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     _check_resume_config(cfg, out, resume)
     # Data first: bad data must fail before anything is written in OUT.
     data = load_comparisons(
-        cfg.data, cfg.workers, cfg.seed, cfg.limit_per_worker, cfg.eval_limit_per_worker
+        cfg.data, cfg.workers, cfg.seed, cfg.limit_per_worker, cfg.eval_limit_per_worker,
+        keep_cnndm=cfg.keep_cnndm,
     )
     cuda = torch.cuda.is_available()
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
@@ -119,7 +108,7 @@ def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     tok = load_tokenizer(cfg.model)
     phases = plan_phases(cfg, data.n_users)
     lengths = None
-    if cfg.group_by_length or (cfg.gradient_checkpointing == "auto" and cuda):
+    if cfg.group_by_length:
         lengths = pair_lengths(tok, data.train, cfg.max_length)
     state = _read_progress(out) if resume else {"phase": 0, "step": 0}
     t0 = time.time()
@@ -131,12 +120,27 @@ def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
         if _is_final(cfg, phase, phases):
             _evaluate_phase(cfg, phase, model, data, tok, accel, out)
         del model
+        release_phase(accel)
         state = {"phase": phase.index + 1, "step": 0}
     train_s = time.time() - t0
     if accel.is_main_process:
-        _write_results(cfg, phases, data, out, train_s)
+        _write_results(cfg, phases, data, out, train_s, accel.num_processes)
     accel.wait_for_everyone()
     return out
+
+
+def release_phase(accel) -> None:
+    """Drop every reference the Accelerator keeps to the finished phase's model and optimizer.
+
+    ``Accelerator.prepare`` appends them to ``accel._models`` / ``_optimizers`` (and the DDP
+    wrapper holds the model), so ``del model`` alone frees nothing: `local` would keep all N
+    reward models alive. ``free_memory`` empties those lists, collects and empties the CUDA
+    cache.
+    """
+    import gc
+
+    accel.free_memory()
+    gc.collect()
 
 
 def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress, lengths=None):
@@ -148,7 +152,11 @@ def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress, len
 
     world = accel.num_processes
     steps = phase_steps(cfg, phase, data, world)
-    model = _build_phase_model(cfg, phase, data.n_users, accel, out, lengths)
+    # The fresh score head (from_pretrained) and dropout draw from the global torch RNG: seed it
+    # per phase, so that a phase (or a run resumed at a phase boundary) does not depend on what
+    # ran before it in the process.
+    torch.manual_seed(_phase_seed(cfg, phase))
+    model = _build_phase_model(cfg, phase, data.n_users, accel, out)
     params = [p for p in model.parameters() if p.requires_grad]
     head_ids = {id(p) for m in model.modules() if isinstance(m, UserHead) for p in m.parameters()}
     head_lr = phase.lr * (cfg.head_lr / cfg.lr if cfg.head_lr else 1.0)
@@ -157,13 +165,7 @@ def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress, len
          {"params": [p for p in params if id(p) in head_ids], "lr": head_lr}],
         lr=phase.lr, weight_decay=cfg.weight_decay,
     )
-    if phase.continue_schedule:
-        group = [p for p in phases if p.continue_schedule]
-        totals = [phase_steps(cfg, p, data, world) for p in group]
-        total, offset = sum(totals), sum(totals[: group.index(phase)])
-    else:
-        total, offset = steps, 0
-    warmup = math.ceil(cfg.warmup_ratio * total)
+    total, offset, warmup = schedule_span(cfg, phase, phases, data, world)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: linear_schedule(s + offset, warmup, total)
     )
@@ -177,6 +179,10 @@ def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress, len
         if torch.cuda.is_available() and extra.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(extra["cuda_rng"])
         _log(accel, f"resumed phase {phase.index} at step {start}/{steps}")
+    cuda_dev = accel.device.type == "cuda"
+    policy = CheckpointPolicy(
+        cfg, model.backbone,
+        torch.cuda.get_device_properties(accel.device).total_memory if cuda_dev else None)
     model, optimizer = accel.prepare(model, optimizer)
     model.train()
     rows_per_micro = cfg.batch_size * world
@@ -197,7 +203,7 @@ def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress, len
             comps = [data.train[i] for i in stream[k : k + cfg.batch_size]]
             sync = micro == cfg.grad_accum - 1
             with accel.no_sync(model) if (world > 1 and not sync) else _nullcontext():
-                loss = _pair_loss(model, tok, comps, cfg, accel) / cfg.grad_accum
+                loss = _pair_loss(model, tok, comps, cfg, accel, policy) / cfg.grad_accum
                 accel.backward(loss)
             loss_sum += float(loss.detach())
             pairs_done += len(comps) * world
@@ -245,6 +251,12 @@ def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress, len
             _log(accel, f"stopping after {done} steps ({STOP_ENV})")
             sys.exit(3)
     bar.close()
+    if cfg.gradient_checkpointing == "auto" and policy.total:
+        _log(accel, f"phase {phase.index}: gradient checkpointing (auto) on {policy.used} of "
+                    f"{policy.total} micro-batches"
+                    f"{'' if cuda_dev else ' (no CUDA)'}")
+    if policy.state and cfg.gradient_checkpointing == "auto":
+        policy.apply(0)  # leave the model as built
     model = accel.unwrap_model(model)
     if accel.is_main_process:
         (out / "adapters").mkdir(exist_ok=True)
@@ -258,7 +270,28 @@ def _train_phase(cfg, phase, phases, data, tok, accel, out, start, progress, len
     return model
 
 
-def _build_phase_model(cfg, phase, n_users, accel, out, lengths=None):
+def schedule_span(cfg, phase, phases, data, world) -> tuple[int, int, int]:
+    """(total, offset, warm-up) steps of the linear schedule that ``phase`` is a part of.
+
+    Own schedule: (steps, 0, ceil(warmup_ratio x steps)). shared-wu: one schedule over both
+    phases. shared-g, `authors` schedule: the global phase is steps 0..S_g of a schedule as
+    long as the whole run (so it ends at lr x (1 - S_g / ...) > 0, not at zero); the personal
+    phase has its own schedule with no warm-up (``Phase.warmup`` False).
+    """
+    steps = phase_steps(cfg, phase, data, world)
+    if phase.continue_schedule:
+        group = [p for p in phases if p.continue_schedule]
+        totals = [phase_steps(cfg, p, data, world) for p in group]
+        total, offset = sum(totals), sum(totals[: group.index(phase)])
+    elif phase.schedule_epochs is not None:
+        total = phase_steps(cfg, replace(phase, epochs=phase.schedule_epochs), data, world)
+        offset = 0
+    else:
+        total, offset = steps, 0
+    return total, offset, (math.ceil(cfg.warmup_ratio * total) if phase.warmup else 0)
+
+
+def _build_phase_model(cfg, phase, n_users, accel, out):
     import torch
     from safetensors.torch import load_file
 
@@ -267,20 +300,6 @@ def _build_phase_model(cfg, phase, n_users, accel, out, lengths=None):
     tok = load_tokenizer(cfg.model)
     dtype = torch.bfloat16 if accel.mixed_precision == "bf16" else torch.float32
     backbone = load_backbone(cfg.model, tok.pad_token_id, dtype)
-    width = min(cfg.max_length, _position_limit(backbone) or cfg.max_length)
-    if lengths is not None and len(lengths):
-        width = min(width, int(lengths.max()))
-    use_gc = use_gradient_checkpointing(cfg, torch.cuda.is_available(), width)
-    if cfg.gradient_checkpointing == "auto" and phase.index == 0:
-        _log(accel, f"gradient checkpointing {'on' if use_gc else 'off'} (auto: "
-                    f"{cfg.batch_size} pairs x {width} tokens vs {GC_AUTO_TOKENS}"
-                    f"{'' if torch.cuda.is_available() else ', no CUDA'})")
-    if use_gc:
-        kwargs = {"use_reentrant": False}
-        if hasattr(backbone, "activation_checkpointing_enable"):  # transformers >= 5.x name
-            backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     gen = torch.Generator().manual_seed(_phase_seed(cfg, phase))
     kind = "tied" if phase.init_from is not None else phase.kind
     model = build_reward_model(cfg, backbone, n_users, kind, gen)
@@ -292,13 +311,15 @@ def _build_phase_model(cfg, phase, n_users, accel, out, lengths=None):
     return model.to(accel.device)
 
 
-def _pair_loss(model, tok, comps, cfg, accel):
+def _pair_loss(model, tok, comps, cfg, accel, policy=None):
     """Bradley-Terry: mean of -log sigmoid(r_chosen - r_rejected), chosen and rejected in one pass."""
     import torch
 
     texts = [c.text(c.choice) for c in comps] + [c.text(1 - c.choice) for c in comps]
     users = torch.tensor([c.user for c in comps] * 2, device=accel.device)
     enc = encode(tok, texts, cfg.max_length, model, accel.device)
+    if policy is not None:
+        policy.apply(int(enc["input_ids"].numel()))
     with accel.autocast():
         r = model(enc["input_ids"], enc["attention_mask"], users)
     b = len(comps)
@@ -370,7 +391,7 @@ def _evaluate_phase(cfg, phase, model, data, tok, accel, out):
         save_file(factors, str(out / "eval" / f"factors{phase.index}.safetensors"))
 
 
-def _write_results(cfg, phases, data, out, train_s):
+def _write_results(cfg, phases, data, out, train_s, world=1):
     from safetensors.numpy import load_file
 
     from llm.evaluate import (
@@ -387,7 +408,13 @@ def _write_results(cfg, phases, data, out, train_s):
     parts = [np.load(out / "eval" / f"phase{p.index}.npz") for p in finals]
     cat = {k: np.concatenate([p[k] for p in parts]) for k in ("user", "r0", "r1", "choice")}
     per_labeler = pairwise_accuracy(cat["user"], cat["r0"], cat["r1"], cat["choice"], data.n_users)
-    rows = metrics_rows(cfg, per_labeler)
+    n_steps = [phase_steps(cfg, p, data, world) for p in phases]
+    if cfg.method == "local":  # labeler u's model is phase u
+        steps = {str(p.users[0]): n for p, n in zip(phases, n_steps)}
+    else:
+        steps = {str(u): sum(n_steps) for u in range(data.n_users)}
+    steps["all"] = sum(n_steps)
+    rows = metrics_rows(cfg, per_labeler, steps)
     write_csv(out / "metrics.csv", rows, METRICS_COLUMNS)
     table = method_table([{**r, "seed": str(r["seed"])} for r in rows])
     workers = "\n".join(f"- labeler {i}: `{w}`" for i, w in enumerate(data.workers))
@@ -442,6 +469,8 @@ def _check_resume_config(cfg: TrainConfig, out: Path, resume: bool) -> None:
         return
     raw = json.loads(saved.read_text())
     raw.setdefault("group_by_length", False)  # written before grouping existed: random order
+    raw.setdefault("lora_dropout", 0.0)  # written before LoRA dropout existed
+    raw.setdefault("shared_g_schedule", "appendix")  # ... before the authors' schedule
     old = TrainConfig.from_dict(raw).to_dict()
     new = cfg.to_dict()
     diff = sorted(k for k in new if old.get(k) != new[k])
@@ -509,6 +538,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--targets", default=",".join(d.targets),
                    help="comma-separated target linear layers (e.g. q_proj,k_proj for Llama)")
     p.add_argument("--per-user-head", action="store_true", help="one score head per user")
+    p.add_argument("--lora-dropout", type=nonneg_float, default=d.lora_dropout,
+                   help="LoRA dropout before A (the authors' TRL default is 0.05)")
+    p.add_argument("--a-init", default=d.a_init, choices=("peft", "identical", "authors"),
+                   help="personal A_i at init: independent (peft), one draw copied (identical), "
+                        "one draw with bound 1/sqrt(r) copied (authors)")
+    p.add_argument("--keep-cnndm", action="store_true",
+                   help="keep CNN/DM rows through worker ranking and capping (the authors' loader)")
+    p.add_argument("--shared-g-schedule", default=d.shared_g_schedule,
+                   choices=("authors", "appendix"),
+                   help="shared-g: continue the 3-epoch global schedule, then lr/3 without "
+                        "warm-up (authors), or two fresh schedules (Appendix D.2 read literally)")
     p.add_argument("--warmup-ratio", type=nonneg_float, default=d.warmup_ratio,
                    help="fraction of each schedule's steps with linear warm-up, in [0, 1)")
     p.add_argument("--weight-decay", type=nonneg_float, default=d.weight_decay,
@@ -522,8 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: bf16 on CUDA, fp32 on CPU")
     p.add_argument("--gradient-checkpointing", default=d.gradient_checkpointing,
                    choices=("auto", "on", "off"),
-                   help="auto: on with CUDA only when batch-size x widest padded batch > "
-                        f"{GC_AUTO_TOKENS} tokens (a guess; see GC_AUTO_TOKENS)")
+                   help="auto: with CUDA, checkpoint only the micro-batches whose computed "
+                        f"peak memory exceeds {GC_MEMORY_FRACTION:.0%} of the device's")
     p.add_argument("--group-by-length", action=argparse.BooleanOptionalAction,
                    default=d.group_by_length,
                    help=f"length-grouped batches: sort {GROUP_WINDOW_BATCHES} batches' worth of "
@@ -547,7 +587,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         weight_decay=args.weight_decay, checkpoint_every=args.checkpoint_every,
         checkpoint_minutes=args.checkpoint_minutes,
         precision=args.precision, gradient_checkpointing=args.gradient_checkpointing,
-        group_by_length=args.group_by_length,
+        group_by_length=args.group_by_length, lora_dropout=args.lora_dropout,
+        a_init=args.a_init, keep_cnndm=args.keep_cnndm, shared_g_schedule=args.shared_g_schedule,
     )
 
 

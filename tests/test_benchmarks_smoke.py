@@ -30,13 +30,27 @@ def test_llm_throughput_tiny(tmp_path):
     out = tmp_path / "llm.csv"
     proc = _run(["benchmarks.llm_throughput", "--tiny", "--out", str(out), "--steps", "1",
                  "--warmup", "0", "--only", "tiny-llama", "--methods", "global", "shared",
-                 "--options", "base"])
+                 "--options", "base", "--repeats", "2"])
     assert "NOT GPU figures" in proc.stdout
     assert "projected training time" in proc.stdout
     rows = list(csv.DictReader(out.open()))
     assert {r["method"] for r in rows} == {"global", "shared"}
     assert {r["layout"] for r in rows} >= {"fixed", "tldr-random", "tldr-grouped"}
     assert all(float(r["tokens_s"]) > 0 and r["device"].startswith("cpu-tiny") for r in rows)
+    # repeats alternate within a group; the median lies inside the reported spread
+    assert all(r["repeats"] == "2" and float(r["tokens_s_min"]) <= float(r["tokens_s"])
+               <= float(r["tokens_s_max"]) for r in rows)
+    assert all(float(r["mfu_measured"]) > 0 for r in rows)  # no datasheet peak for a CPU: mfu NaN
+
+
+def test_llm_throughput_datasheet_peaks():
+    from benchmarks.llm_throughput import datasheet_tflops
+
+    assert datasheet_tflops("NVIDIA H200") == 989.4
+    assert datasheet_tflops("NVIDIA H200 NVL") == 835.5  # the NVL part is not the SXM one
+    assert datasheet_tflops("NVIDIA H100 PCIe") == 756.5
+    assert datasheet_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert datasheet_tflops("cpu") != datasheet_tflops("cpu")  # NaN: unknown
 
 
 def test_tldr_lengths_and_batches():

@@ -19,7 +19,6 @@ from llm.config import TrainConfig  # noqa: E402
 from llm.data import load_comparisons  # noqa: E402
 from llm.model import load_tokenizer  # noqa: E402
 from llm.train import (  # noqa: E402
-    GC_AUTO_TOKENS,
     STOP_ENV,
     batch_stream,
     build_parser,
@@ -27,7 +26,6 @@ from llm.train import (  # noqa: E402
     epoch_order,
     pair_lengths,
     plan_phases,
-    use_gradient_checkpointing,
 )
 
 pytestmark = [pytest.mark.llm, pytest.mark.usefixtures("torch_one_thread")]
@@ -144,9 +142,9 @@ def test_resume_after_k_steps_reproduces_the_rest_of_the_epoch(tiny, tmp_path, m
     seen: list[list[tuple]] = []
     original = train._pair_loss
 
-    def recording(model, tok, comps, cfg, accel):
+    def recording(model, tok, comps, cfg, accel, *rest):
         seen.append([(c.user, c.post_id, c.summaries, c.choice) for c in comps])
-        return original(model, tok, comps, cfg, accel)
+        return original(model, tok, comps, cfg, accel, *rest)
 
     monkeypatch.setattr(train, "_pair_loss", recording)
 
@@ -194,15 +192,3 @@ def test_cli_flag_and_config_field(tmp_path):
     assert TrainConfig.load(tmp_path / "c.json") == cfg
     with pytest.raises(ValueError, match="group_by_length"):
         TrainConfig(method="shared", group_by_length="yes")
-
-
-def test_gradient_checkpointing_auto_depends_on_batch_tokens():
-    cfg = _cfg(batch_size=8)
-    assert not use_gradient_checkpointing(cfg, cuda=True, width=512)  # 8 x 512 = the limit
-    assert use_gradient_checkpointing(cfg, cuda=True, width=2048)
-    assert use_gradient_checkpointing(_cfg(batch_size=16), cuda=True, width=512)
-    assert not use_gradient_checkpointing(cfg, cuda=False, width=2048)
-    assert use_gradient_checkpointing(_cfg(gradient_checkpointing="on"), cuda=False, width=8)
-    assert not use_gradient_checkpointing(_cfg(gradient_checkpointing="off", batch_size=64),
-                                          cuda=True, width=2048)
-    assert GC_AUTO_TOKENS == 8 * 512
