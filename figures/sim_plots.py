@@ -18,7 +18,8 @@ from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter  # noq
 
 from figures._save import save_png_pdf  # noqa: E402
 
-COLORS = {"shared": "C0", "local": "C1", "full": "C2", "global": "C3", "nuclear": "C4"}
+COLORS = {"shared": "C0", "local": "C1", "full": "C2", "global": "C3", "nuclear": "C4",
+          "zero": "0.5", "oracle": "k"}
 LABELS = {"dist": "dist(B-hat, B-diamond)", "est_err": "(1/N) sum ||dTheta-hat_i - dTheta*_i||_F^2",
           "gap_pess": "mean value gap, pessimistic", "gap_vanilla": "mean value gap, plug-in",
           "coverage": "coverage of Delta Theta*_i by R_i"}

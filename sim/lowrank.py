@@ -29,10 +29,12 @@ from sim.layout import _Problem
 from sim.logistic import ball_logistic
 from theory.diversity import aggregate, column_space
 
-#: Multi-start rule of _fit_lowrank (docs/estimators.md, measured with benchmarks/restarts.py):
-#: at least MIN_STARTS starts, stop a basis group once HITS starts reached its best objective
-#: (within MATCH_RTOL relative), at most MAX_STARTS starts.
-MIN_STARTS = 2
+#: Multi-start rule of _fit_lowrank (docs/estimators.md): starts are the spectral start, the
+#: top-k subspace of the convex ``full`` estimate, the best of SCREEN random bases, then random
+#: bases; at least MIN_STARTS starts, a basis group stops once HITS of its random starts
+#: (the screened one included; the deterministic starts are correlated, so they do not count)
+#: reached its best objective (within MATCH_RTOL relative), at most MAX_STARTS starts.
+MIN_STARTS = 4
 HITS = 2
 MATCH_RTOL = 1e-7
 MAX_STARTS = 60
@@ -187,10 +189,11 @@ def _fit_lowrank(prob: _Problem, k: int, B: float, shared: bool, solver: str, to
     """Eq. 3.5 over S^ShareLoRA (``shared``) or S^LoRA (``local``) by multi-start; returns delta
     (N, d1, d2) and the info dict of ``fit``.
 
-    Starts: the spectral start, then random orthonormal bases (Haar, from default_rng(seed)),
-    each followed by an exact W-step and the outer solver; per basis group the lowest objective
-    is kept. Stopping rule (docs/estimators.md): a group is done once at least MIN_STARTS starts
-    ran and its incumbent minimum was reached by HITS starts (objectives within MATCH_RTOL), or
+    Starts, in order: spectral, the ``full`` estimate's subspace, the best of SCREEN random
+    bases, then random orthonormal bases (Haar, from default_rng(seed)); each is followed by an
+    exact W-step and the outer solver, and per basis group the lowest objective is kept.
+    Stopping rule (docs/estimators.md): a group is done once at least MIN_STARTS starts ran and
+    its incumbent minimum was reached by HITS random starts (objectives within MATCH_RTOL), or
     after ``max_starts``. ``local`` with d2 < d1 works on the transposed problem (rank and
     Frobenius norm are transpose-invariant), whose Grassmannian Gr(d2, k) is much smaller.
     ``basis`` (d1, k) fixes the shared column space (method ``oracle``): only the W-step runs.
@@ -215,28 +218,26 @@ def _fit_lowrank(prob: _Problem, k: int, B: float, shared: bool, solver: str, to
         lambda lr_, U, W, obj, w_gap, n, target: _lbfgs(lr_, U, W, n))
     best = hits = first = None
     n_run, iters = 0, 0
-    screened = _screen(prob, k, B, shared, tol, rng) if max_starts > 1 else None
+    fixed = [lr.spectral_start]
+    if max_starts > 1:
+        fixed += [lambda: _full_start(lr, B, tol), lambda: _screen(prob, k, B, shared, tol, rng)]
     for s in range(max_starts):
-        if s == 0:
-            U = lr.spectral_start()
-        elif s == 1:
-            U = screened
-        else:
-            U = random_bases(rng, C, prob.d1, k)
+        U = fixed[s]() if s < len(fixed) else random_bases(rng, C, prob.d1, k)
         W, obj, w_gap = lr.w_step(U, np.zeros((prob.N, k, prob.d2)))
         U, W, obj, w_gap, info = runner(lr, U, W, obj, w_gap, max_iter,
                                         None if best is None else best["gobj"])
         n_run += 1
         iters += info["iterations"]
         gobj = lr.group_sum(obj)
+        rand = int(s >= 2)  # only the screened and random starts count as hits
         if best is None:
             best = dict(U=U, W=W, obj=obj, w_gap=w_gap, gobj=gobj, info=info)
-            hits, first = np.ones(C, dtype=int), gobj.copy()
+            hits, first = np.zeros(C, dtype=int), gobj.copy()
         else:
             same = np.abs(gobj - best["gobj"]) <= MATCH_RTOL * np.abs(best["gobj"])
             same |= info.get("reached", False)
             better = (gobj < best["gobj"]) & ~same
-            hits = np.where(better, 1, hits + same)
+            hits = np.where(better, rand, hits + rand * same)
             take = better
             users = lr.users_of(take)
             best["U"][take], best["gobj"][take] = U[take], gobj[take]
@@ -255,6 +256,17 @@ def _fit_lowrank(prob: _Problem, k: int, B: float, shared: bool, solver: str, to
                 transposed=transpose)
     info["converged"] = bool(info["gap"] <= tol)
     return delta, info
+
+
+def _full_start(lr: _LowRank, B: float, tol: float) -> np.ndarray:
+    """(C, d1, k): top-k left singular vectors of the Eq. 3.1 (``full``, convex) estimate:
+    of the aggregate for ``shared``, of every user's DeltaTheta_i for ``local``."""
+    p = lr.prob
+    n, m, d1, d2 = p.X.shape
+    v = ball_logistic(lr.Xf, p.c, p.o, p.w, B, tol=tol / n, max_iter=100).v.reshape(n, d1, d2)
+    if lr.shared:
+        return column_space(aggregate(v), lr.k)[None]
+    return np.ascontiguousarray(np.linalg.svd(v)[0][:, :, :lr.k])
 
 
 def _screen(prob: _Problem, k: int, B: float, shared: bool, tol: float,

@@ -25,8 +25,8 @@ from sim.config import SimConfig
 from sim.parts import finished, part_name, read_parts, write_csv_atomic, write_part
 
 VARY = ("nu", "tail", "Np", "N", "k", "d1")
-SWEEP_METHODS = ("shared", "local", "full", "global", "nuclear")
-DEFAULT_METHODS = ("shared", "local", "full", "global")
+SWEEP_METHODS = ("shared", "local", "full", "global", "nuclear", "zero", "oracle")
+DEFAULT_METHODS = ("shared", "local", "full", "global", "zero", "oracle")
 
 #: Default grids and the base-config changes each sweep runs on. Doubling grids for N and Np.
 GRIDS = {
@@ -191,6 +191,10 @@ def main(argv=None) -> int:
     from sim.analysis import write_analysis
 
     runs = assemble(out, values, seeds, methods)
+    from sim.pipeline import warn_unconverged
+
+    if (msg := warn_unconverged(runs)) is not None:  # once per sweep, not once per fit
+        print(f"sim.sweep: warning: {msg}", file=sys.stderr)
     slopes = write_analysis(runs, args.vary, out)
     if not args.no_figures:
         from figures.sim_plots import make_sweep_figures
