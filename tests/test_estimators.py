@@ -15,6 +15,7 @@ from sim.estimators import (
     negative_log_likelihood,
     nll_gradient,
 )
+from sim.lowrank import _lbfgs, _newton, random_bases
 from sim.mdp import random_mdp
 from sim.truth import make_ground_truth
 from theory.diversity import aggregate, best_rank_k, principal_angle_distance
@@ -135,19 +136,84 @@ def test_local_output_is_feasible():
 
 
 @pytest.mark.parametrize("method,k,B", [("shared", 2, 1.0), ("shared", 1, 0.3), ("local", 1, 1.0)])
-def test_two_algorithms_agree(method, k, B):
-    """Newton-on-span(U) (default) vs scipy L-BFGS in a fixed chart: same objective to 1e-6.
-
-    Both are local methods on a non-convex problem, started from the same spectral point.
-    The instance has Np = 300 per user and a clear spectral gap (tail = 0), so the spectral
-    start lies in the basin of one minimiser and both must reach it; B = 0.3 makes most balls
-    active, exercising the constrained branch of both.
-    """
+def test_two_algorithms_agree_from_different_starts(method, k, B):
+    """Newton-on-span(U) from fit's starts vs scipy L-BFGS (an independent outer algorithm, one
+    fixed chart) from random orthonormal starts: the best L-BFGS objective is never lower, and
+    on this well-posed instance (Np = 300, tail = 0) some L-BFGS start reaches the same value.
+    B = 0.3 makes most balls active, exercising the constrained branch of both."""
     gt, data = _instance(4, N=8, d1=6, d2=2, k=2, Np=300)
     a = fit(method, data, k, B)
-    b = fit(method, data, k, B, solver="lbfgs")
-    assert abs(a.nll - b.nll) <= 1e-6 * a.nll
+    lr = _LowRank(_layout(data, None), k, B, method == "shared", tol=1e-9)
+    rng = np.random.default_rng(123)
+    C = 1 if method == "shared" else data.n_users
+    best = np.full(C, np.inf)
+    for _ in range(5):
+        U0 = random_bases(rng, C, 6, k)
+        W, _, _ = lr.w_step(U0, np.zeros((data.n_users, k, 2)))
+        obj = _lbfgs(lr, U0, W, 500)[2]
+        best = np.minimum(best, lr.group_sum(obj))
+    assert best.sum() >= a.nll * (1 - 1e-6)
+    assert abs(a.nll - best.sum()) <= 1e-6 * a.nll
     assert a.info["converged"]
+
+
+def _default_like(seed, Np, behaviour, N=10, d1=8, d2=2, k=2):
+    """A small instance of the default sweep's kind (BT data from a random MDP, nu = 0.1)."""
+    rng = np.random.default_rng(seed)
+    mdp = random_mdp(10, 4, 5, d1, d2, rng, feature_scale=2.0)
+    gt = make_ground_truth(N, d1, d2, k, 0.1, 0.0, 1.0, rng)
+    mu = behaviour_policy(mdp, behaviour, rng, theta_mean=gt.theta.mean(0), eps=0.2)
+    return gt, make_preferences(mdp, gt.theta, Np, mu, mu, rng)
+
+
+def _best_of_random_starts(data, k, B, shared, rng, n=20):
+    """Lowest Eq. 3.5 objective (per basis group) over n random feasible starts (Haar U, W
+    uniform in the ball), each refined by Newton (even starts) or L-BFGS (odd starts)."""
+    lr = _LowRank(_layout(data, None), k, B, shared, tol=1e-9)
+    N, d1, d2 = data.n_users, data.x0.shape[1], data.x0.shape[2]
+    C = 1 if shared else N
+    best = np.full(C, np.inf)
+    for j in range(n):
+        U = random_bases(rng, C, d1, k)
+        W0 = rng.normal(size=(N, k, d2))
+        W0 *= B * rng.random((N, 1, 1)) ** (1 / (k * d2)) / np.linalg.norm(W0, axis=(1, 2),
+                                                                          keepdims=True)
+        W, obj, gap = lr.w_step(U, W0)
+        obj = (_newton(lr, U, W, obj, gap, 500) if j % 2 == 0 else _lbfgs(lr, U, W, 500))[2]
+        best = np.minimum(best, lr.group_sum(obj))
+    return best
+
+
+_GLOBAL_CASES = [(Np, beh, seed) for Np in (20, 50, 100) for beh in ("uniform", "poor")
+                 for seed in range(5)]
+
+
+@pytest.mark.parametrize("Np,behaviour,seed", [
+    pytest.param(*c, marks=() if c[2] < 2 else pytest.mark.slow) for c in _GLOBAL_CASES])
+def test_shared_reaches_the_global_optimum(Np, behaviour, seed):
+    """Item 2 of issue 10: 20 further random feasible starts (another stream, half of them
+    refined by the other outer algorithm) never improve the returned NLL by more than 1e-6
+    relative. 30 instances (Np = 20, 50, 100; uniform and poor behaviour; 5 seeds; 12 in the
+    default run, all with -m slow). With the spectral start alone (max_starts=1) 7 of the 30
+    fail (docs/estimators.md)."""
+    gt, data = _default_like(seed, Np, behaviour)
+    est = fit("shared", data, 2, 1.0)
+    best = _best_of_random_starts(data, 2, 1.0, True, np.random.default_rng(10_000 + seed))
+    assert best.min() >= est.nll * (1 - 1e-6), (est.nll, best, est.info["n_starts"])
+
+
+@pytest.mark.parametrize("Np,behaviour", [(20, "poor"), (50, "uniform")])
+def test_local_reaches_the_global_optimum(Np, behaviour):
+    """The same check per user for ``local`` (each user its own basis), in the original
+    (untransposed) chart: no user's random start beats the returned fit by > 1e-6 relative."""
+    gt, data = _default_like(1, Np, behaviour, d2=3)
+    est = fit("local", data, 2, 1.0)
+    lr = _LowRank(_layout(data, None), 2, 1.0, False, tol=1e-9)
+    U = np.asarray([np.linalg.svd(d)[0][:, :2] for d in est.delta])
+    W = np.matmul(U.transpose(0, 2, 1), est.delta)
+    ours = lr.w_step(U, W)[1]  # per-user objective of the returned fit
+    best = _best_of_random_starts(data, 2, 1.0, False, np.random.default_rng(7))
+    assert np.all(best >= ours - 1e-6 * ours.sum()), (ours - best).min()
 
 
 def test_init_enters_as_offset():
