@@ -159,7 +159,8 @@ def fit(method: str, data: PreferenceData, k: int, B: float, init: np.ndarray | 
     tol = float(options.get("tol", DEFAULT_TOL))
     if not tol > 0:
         raise ValueError(f"tol must be positive, got {tol}")
-    max_iter = int(options.get("max_iter", 500))
+    # FISTA needs many more (cheap) iterations than the Newton-type solvers
+    max_iter = int(options.get("max_iter", 5000 if method == "nuclear" else 500))
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     solver = options.get("solver", "newton")
@@ -268,6 +269,6 @@ def _fit_nuclear(prob: _Problem, data: PreferenceData, init, options: dict, tol:
             raise ValueError(f"nuclear penalty lam must be non-negative and finite, got {lam!r}")
     else:
         lam, cv = cv_lambda(data, init, seed=int(options.get("seed", 0)))
-    delta, info = fista(prob, float(lam), tol, max(max_iter, 5000))
+    delta, info = fista(prob, float(lam), tol, max_iter)
     info.update(cv)
     return delta, info

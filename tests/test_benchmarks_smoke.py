@@ -73,3 +73,12 @@ def test_sim_scaling_sweep_tiny(tmp_path):
           "--out", str(out), "--tmp", str(tmp_path / "scratch")])
     for name in ("sweep.csv", "report.md"):
         assert (out / name).exists(), name
+
+
+def test_fit_restarts_tiny():
+    proc = _run(["benchmarks.fit_restarts", "--Np", "30", "--behaviours", "uniform",
+                 "--seeds", "1", "--restarts", "2", "--max-starts", "1"])
+    assert "random restarts improved the NLL" in proc.stdout and "of 1 instances" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.fit_restarts", "--Np", "0"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
