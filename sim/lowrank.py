@@ -216,33 +216,43 @@ def _fit_lowrank(prob: _Problem, k: int, B: float, shared: bool, solver: str, to
     C = 1 if shared else prob.N
     runner = _newton if solver == "newton" else (
         lambda lr_, U, W, obj, w_gap, n, target: _lbfgs(lr_, U, W, n))
-    best = hits = first = None
-    n_run, iters = 0, 0
+    best = first = None
+    hits = np.zeros(C, dtype=int)
+    n_run, iters, w_iters = 0, 0, 0
     fixed = [lr.spectral_start]
     if max_starts > 1:
         fixed += [lambda: _full_start(lr, B, tol), lambda: _screen(prob, k, B, shared, tol, rng)]
     for s in range(max_starts):
-        U = fixed[s]() if s < len(fixed) else random_bases(rng, C, prob.d1, k)
-        W, obj, w_gap = lr.w_step(U, np.zeros((prob.N, k, prob.d2)))
-        U, W, obj, w_gap, info = runner(lr, U, W, obj, w_gap, max_iter,
-                                        None if best is None else best["gobj"])
+        # after MIN_STARTS, ``local`` restarts only the users that are not done yet
+        sel = np.arange(C) if shared or s < MIN_STARTS else np.flatnonzero(hits < HITS)
+        sub = lr if sel.size == C else _LowRank(_Problem(
+            X=prob.X[sel], c=prob.c[sel], o=prob.o[sel], w=prob.w[sel], M=prob.M),
+            k, B, False, tol)
+        U = fixed[s]() if s < len(fixed) else random_bases(rng, sel.size, prob.d1, k)
+        W, obj, w_gap = sub.w_step(U, np.zeros((sub.prob.N, k, prob.d2)))
+        U, W, obj, w_gap, info = runner(sub, U, W, obj, w_gap, max_iter,
+                                        None if best is None else best["gobj"][sel])
+        w_iters += sub.n_w_iters if sub is not lr else 0
         n_run += 1
         iters += info["iterations"]
-        gobj = lr.group_sum(obj)
+        gobj = sub.group_sum(obj)
         rand = int(s >= 2)  # only the screened and random starts count as hits
         if best is None:
             best = dict(U=U, W=W, obj=obj, w_gap=w_gap, gobj=gobj, info=info)
-            hits, first = np.zeros(C, dtype=int), gobj.copy()
+            first = gobj.copy()
         else:
-            same = np.abs(gobj - best["gobj"]) <= MATCH_RTOL * np.abs(best["gobj"])
-            same |= info.get("reached", False)
-            better = (gobj < best["gobj"]) & ~same
-            hits = np.where(better, rand, hits + rand * same)
-            take = better
-            users = lr.users_of(take)
-            best["U"][take], best["gobj"][take] = U[take], gobj[take]
-            for key, val in (("W", W), ("obj", obj), ("w_gap", w_gap)):
-                best[key][users] = val[users]
+            ref = best["gobj"][sel]
+            same = (np.abs(gobj - ref) <= MATCH_RTOL * np.abs(ref)) | info.get("reached", False)
+            better = (gobj < ref) & ~same
+            hits[sel] = np.where(better, rand, hits[sel] + rand * same)
+            groups = sel[better]
+            best["U"][groups], best["gobj"][groups] = U[better], gobj[better]
+            users = sub.users_of(better)
+            if shared and better[0]:
+                best.update(W=W, obj=obj, w_gap=w_gap, info=info)
+            elif not shared:
+                for key, val in (("W", W), ("obj", obj), ("w_gap", w_gap)):
+                    best[key][groups] = val[users]
         if n_run >= min(MIN_STARTS, max_starts) and np.all(hits >= HITS):
             break
     U, W, obj, w_gap = best["U"], best["W"], best["obj"], best["w_gap"]
@@ -251,7 +261,7 @@ def _fit_lowrank(prob: _Problem, k: int, B: float, shared: bool, solver: str, to
         delta = delta.transpose(0, 2, 1)
     info = {key: val for key, val in best["info"].items() if key not in ("iterations", "reached")}
     info.update(iterations=iters, gap=lr.joint_gap(U, W, r, w_gap), objective=float(obj.sum()),
-                w_newton_iterations=lr.n_w_iters, solver=solver, n_starts=n_run,
+                w_newton_iterations=lr.n_w_iters + w_iters, solver=solver, n_starts=n_run,
                 nll_spread=float(np.sum(first - best["gobj"])), min_hits=int(hits.min()),
                 transposed=transpose)
     info["converged"] = bool(info["gap"] <= tol)
