@@ -36,6 +36,8 @@ from theory.diversity import aggregate, column_space
 #: reached its best objective (within MATCH_RTOL relative), at most MAX_STARTS starts.
 MIN_STARTS = 4
 HITS = 2
+#: Boender-Rinnooy Kan threshold: stop when < UNSEEN local minima are expected to be unseen.
+UNSEEN = 1.0
 MATCH_RTOL = 1e-7
 MAX_STARTS = 60
 #: Random bases screened by one batched W-step; the best one is the second start.
@@ -218,13 +220,15 @@ def _fit_lowrank(prob: _Problem, k: int, B: float, shared: bool, solver: str, to
         lambda lr_, U, W, obj, w_gap, n, target: _lbfgs(lr_, U, W, n))
     best = first = None
     hits = np.zeros(C, dtype=int)
+    samples: list[list[float]] = [[] for _ in range(C)]
+    done = np.zeros(C, dtype=bool)
     n_run, iters, w_iters = 0, 0, 0
     fixed = [lr.spectral_start]
     if max_starts > 1:
         fixed += [lambda: _full_start(lr, B, tol), lambda: _screen(prob, k, B, shared, tol, rng)]
     for s in range(max_starts):
         # after MIN_STARTS, ``local`` restarts only the users that are not done yet
-        sel = np.arange(C) if shared or s < MIN_STARTS else np.flatnonzero(hits < HITS)
+        sel = np.arange(C) if shared or s < MIN_STARTS else np.flatnonzero(~done)
         sub = lr if sel.size == C else _LowRank(_Problem(
             X=prob.X[sel], c=prob.c[sel], o=prob.o[sel], w=prob.w[sel], M=prob.M),
             k, B, False, tol)
@@ -245,6 +249,14 @@ def _fit_lowrank(prob: _Problem, k: int, B: float, shared: bool, solver: str, to
             same = (np.abs(gobj - ref) <= MATCH_RTOL * np.abs(ref)) | info.get("reached", False)
             better = (gobj < ref) & ~same
             hits[sel] = np.where(better, rand, hits[sel] + rand * same)
+        if rand:  # a random start's local minimum is a sample for the stopping rule
+            kept = ~np.asarray(info.get("abandoned", np.zeros(sel.size, dtype=bool)))
+            ref = best["gobj"][sel]
+            for j, g in enumerate(sel):
+                if kept[j]:
+                    val = ref[j] if info.get("reached", np.zeros(sel.size, bool))[j] else gobj[j]
+                    samples[g].append(float(val))
+            done = np.array([_enough(v) for v in samples]) & (hits >= HITS)
             groups = sel[better]
             best["U"][groups], best["gobj"][groups] = U[better], gobj[better]
             users = sub.users_of(better)
@@ -253,7 +265,7 @@ def _fit_lowrank(prob: _Problem, k: int, B: float, shared: bool, solver: str, to
             elif not shared:
                 for key, val in (("W", W), ("obj", obj), ("w_gap", w_gap)):
                     best[key][groups] = val[users]
-        if n_run >= min(MIN_STARTS, max_starts) and np.all(hits >= HITS):
+        if n_run >= min(MIN_STARTS, max_starts) and np.all(done):
             break
     U, W, obj, w_gap = best["U"], best["W"], best["obj"], best["w_gap"]
     r, _, delta = lr.residuals(U, W)
@@ -266,6 +278,18 @@ def _fit_lowrank(prob: _Problem, k: int, B: float, shared: bool, solver: str, to
                 transposed=transpose)
     info["converged"] = bool(info["gap"] <= tol)
     return delta, info
+
+
+def _enough(values: list[float]) -> bool:
+    """Stopping rule of Boender & Rinnooy Kan (1987) for multi-start: with n sampled local
+    minima of which w are distinct (relative MATCH_RTOL), the posterior mean number of local
+    minima is w (n - 1) / (n - w - 2); stop once fewer than UNSEEN are expected to be unseen."""
+    n = len(values)
+    if n < 3:
+        return False
+    v = np.sort(np.asarray(values))
+    w = 1 + int(np.sum(np.diff(v) > MATCH_RTOL * np.abs(v[1:])))
+    return n - w - 2 > 0 and w * (n - 1) / (n - w - 2) <= w + UNSEEN
 
 
 def _full_start(lr: _LowRank, B: float, tol: float) -> np.ndarray:
@@ -319,6 +343,7 @@ def _newton(lr: _LowRank, U, W, obj, w_gap, max_iter, target=None):
     C = U.shape[0]
     live = np.ones(C, dtype=bool)
     reached = np.zeros(C, dtype=bool)
+    abandoned = np.zeros(C, dtype=bool)
     was_futile = np.zeros(C, dtype=bool)
     for _ in range(max_iter):
         it += 1
@@ -337,6 +362,7 @@ def _newton(lr: _LowRank, U, W, obj, w_gap, max_iter, target=None):
             worse = (it > ABANDON_AFTER) & (gobj - target > ABANDON * np.maximum(-slope, 0)
                                             + MATCH_RTOL * np.abs(target))
             reached |= same
+            abandoned |= worse & ~same
             live &= ~(same | worse)
         t = np.ones(C)
         todo = live & (slope < 0)
@@ -363,7 +389,8 @@ def _newton(lr: _LowRank, U, W, obj, w_gap, max_iter, target=None):
             todo &= ~ok
             t[todo] *= 0.5
         live &= ~todo  # groups without an acceptable step are at their rounding floor
-    return U, W, obj, w_gap, {"iterations": it, "reached": reached}
+    return U, W, obj, w_gap, {"iterations": it, "reached": reached,
+                                  "abandoned": abandoned}
 
 
 def _lbfgs(lr: _LowRank, U0, W, max_iter):
