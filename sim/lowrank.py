@@ -33,7 +33,8 @@ from theory.diversity import aggregate, column_space
 #: top-k subspace of the convex ``full`` estimate, the best of SCREEN random bases, then random
 #: bases; at least MIN_STARTS starts, a basis group stops once HITS of its random starts
 #: (the screened one included; the deterministic starts are correlated, so they do not count)
-#: reached its best objective (within MATCH_RTOL relative), at most MAX_STARTS starts.
+#: reached its best objective (within MATCH_RTOL relative) and the Boender-Rinnooy Kan rule
+#: (_enough) holds on the random starts' minima; at most MAX_STARTS starts.
 MIN_STARTS = 4
 HITS = 2
 #: Boender-Rinnooy Kan threshold: stop when < UNSEEN local minima are expected to be unseen.
@@ -194,9 +195,9 @@ def _fit_lowrank(prob: _Problem, k: int, B: float, shared: bool, solver: str, to
     Starts, in order: spectral, the ``full`` estimate's subspace, the best of SCREEN random
     bases, then random orthonormal bases (Haar, from default_rng(seed)); each is followed by an
     exact W-step and the outer solver, and per basis group the lowest objective is kept.
-    Stopping rule (docs/estimators.md): a group is done once at least MIN_STARTS starts ran and
-    its incumbent minimum was reached by HITS random starts (objectives within MATCH_RTOL), or
-    after ``max_starts``. ``local`` with d2 < d1 works on the transposed problem (rank and
+    Stopping rule (docs/estimators.md): a group is done once at least MIN_STARTS starts ran,
+    its incumbent minimum was reached by HITS random starts (objectives within MATCH_RTOL) and
+    the Boender-Rinnooy Kan rule holds (``_enough``), or after ``max_starts``. ``local`` with d2 < d1 works on the transposed problem (rank and
     Frobenius norm are transpose-invariant), whose Grassmannian Gr(d2, k) is much smaller.
     ``basis`` (d1, k) fixes the shared column space (method ``oracle``): only the W-step runs.
     """
