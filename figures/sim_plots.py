@@ -18,11 +18,14 @@ from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter  # noq
 
 from figures._save import save_png_pdf  # noqa: E402
 
-COLORS = {"shared": "C0", "local": "C1", "full": "C2", "global": "C3", "nuclear": "C4"}
+COLORS = {"shared": "C0", "local": "C1", "full": "C2", "global": "C3", "nuclear": "C4",
+          "zero": "0.5", "oracle": "k"}
 # Distinct markers and line styles, and a small horizontal offset per method (DODGE, a factor
 # on the log axis), so that methods with equal values never hide one another.
-MARKERS = {"shared": "o", "local": "s", "full": "^", "global": "D", "nuclear": "v"}
-STYLES = {"shared": "-", "local": "--", "full": "-.", "global": ":", "nuclear": "-"}
+MARKERS = {"shared": "o", "local": "s", "full": "^", "global": "D", "nuclear": "v",
+           "zero": "x", "oracle": "*"}
+STYLES = {"shared": "-", "local": "--", "full": "-.", "global": ":", "nuclear": "-",
+          "zero": ":", "oracle": "--"}
 DODGE = 0.025
 LABELS = {"dist": "dist(B-hat, B-diamond)", "est_err": "(1/N) sum ||dTheta-hat_i - dTheta*_i||_F^2",
           "gap_pess": "mean value gap, pessimistic", "gap_vanilla": "mean value gap, plug-in",

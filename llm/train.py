@@ -563,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gradient-checkpointing", default=d.gradient_checkpointing,
                    choices=("auto", "on", "off"),
                    help="auto: with CUDA, checkpoint only the micro-batches whose computed "
-                        f"peak memory exceeds {GC_MEMORY_FRACTION:.0%} of the device's")
+                        f"peak memory exceeds {GC_MEMORY_FRACTION * 100:.0f}%% of the device's")
     p.add_argument("--group-by-length", action=argparse.BooleanOptionalAction,
                    default=d.group_by_length,
                    help=f"length-grouped batches: sort {GROUP_WINDOW_BATCHES} batches' worth of "

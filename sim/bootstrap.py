@@ -95,7 +95,8 @@ def bootstrap_errors(method: str, est, data: PreferenceData, k: int, B: float,
     errs = np.empty((int(n_boot), n))
     for b in range(int(n_boot)):
         o = (rng.random(p.size) < p).astype(data.o.dtype)
-        refit = estimators.fit(method, dataclasses.replace(data, o=o), k, B, init=init)
+        extra = {"basis": est.basis} if method == "oracle" else {}
+        refit = estimators.fit(method, dataclasses.replace(data, o=o), k, B, init=init, **extra)
         errs[b] = np.sum((refit.delta - centre) ** 2, axis=(1, 2))
     return errs
 
@@ -146,7 +147,7 @@ def underdetermined(method: str, data: PreferenceData, k: int) -> np.ndarray:
         return np.full(n, data.user.size <= d1 * d2)
     dims = {"full": d1 * d2, "nuclear": d1 * d2,
             "local": k * (d1 + d2 - k) if k < min(d1, d2) else d1 * d2,
-            "shared": k * d2 if k < d1 else d1 * d2}
+            "shared": k * d2 if k < d1 else d1 * d2, "oracle": k * d2, "zero": 0}
     if method not in dims:
         raise ValueError(f"unknown method {method!r}; expected one of {estimators.METHODS}")
     return data.sizes <= dims[method]

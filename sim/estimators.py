@@ -10,16 +10,21 @@ log-likelihood (Eq. 3.5 negated, divided by the number of comparisons M) over
 - ``full``    : S (Eq. 3.1): ||DeltaTheta_i||_F <= B only;
 - ``global``  : one DeltaTheta shared by all users, ||DeltaTheta||_F <= B;
 - ``nuclear`` : mean NLL + lam ||[DeltaTheta_1..DeltaTheta_N]||_* without the ball (convex
-  relaxation of Eq. 3.4, reference only).
+  relaxation of Eq. 3.4, reference only; lam by cross-validation, sim/nuclear.py);
+- ``zero``    : DeltaTheta_i = 0 ("learned nothing", a floor every method must beat);
+- ``oracle``  : S^ShareLoRA with the column space fixed to a given ``basis`` (B-diamond in
+  the simulator): the W_i by constrained MLE, the best a shared-subspace method can reach.
 
 Algorithms (details and measured numbers in docs/estimators.md): ``full`` and ``global`` are
 batched ball-constrained logistic regressions (sim/logistic.py); ``shared`` and ``local`` use the
-Grassmannian variable-projection solver of sim/lowrank.py (``solver`` in SOLVERS); ``nuclear`` is
-FISTA with singular-value thresholding. Every method works on the per-user padded layout of
+Grassmannian variable-projection solver of sim/lowrank.py (``solver`` in SOLVERS) from several
+starts (the spectral one and random ones, lowest NLL kept); ``nuclear`` is FISTA with
+singular-value thresholding. Every method works on the per-user padded layout of
 sim/layout.py. The convergence measure ``info["gap"]`` is a Frank-Wolfe gap: for ``shared`` and
 ``local`` that of the (U, W) problem over its convex feasible set, zero exactly at first-order
 stationary points; for the convex methods (``full``, ``global``) it bounds the suboptimality;
-for ``nuclear`` it is the gradient-mapping norm.
+for ``nuclear`` it is the gradient-mapping norm. ``info["converged"]`` is True only when that
+gap is at most ``tol``: a fit that stalls above it (rounding floor, iteration cap) says so.
 """
 
 from __future__ import annotations
@@ -34,22 +39,17 @@ from threadpoolctl import ThreadpoolController
 from sim.data import PreferenceData
 from sim.layout import _layout, _Problem
 from sim.logistic import ball_logistic, logistic_loss
-from sim.lowrank import _fit_lowrank
+from sim.lowrank import MAX_STARTS, _fit_lowrank
 from sim.lowrank import _LowRank as _LowRank  # re-exported: tests and benchmarks import it here
+from sim.nuclear import cv_lambda, fista
 from theory.diversity import aggregate, column_space
 
-METHODS = ("shared", "local", "full", "global", "nuclear")
+METHODS = ("shared", "local", "full", "global", "nuclear", "zero", "oracle")
 SOLVERS = ("newton", "lbfgs")
 # Default stopping tolerance on the Frank-Wolfe gap, in mean-NLL units: far below the
 # statistical error (~1e-2 at Np = 50) and reachable in < 0.1 s at sweep size
 # (benchmarks/bench_fit.py and docs/estimators.md).
 DEFAULT_TOL = 1e-9
-# Nuclear-norm penalty constant: lam = NUCLEAR_C * tau * (sqrt(d1) + sqrt(N d2)) with tau the
-# entrywise noise scale of the mean-NLL gradient (see _default_lambda). The theory's
-# "lam >= 2 ||grad||_op" (Negahban & Wainwright 2011) i.e. NUCLEAR_C = 2 shrank every estimate
-# to 0 at Np = 50 and quadrupled est_err at Np = 800 (N=20, d1=10, d2=2, k=2, 3 seeds:
-# est_err 0.128 at C=2 vs 0.043 at C=1 vs 0.022 at C=0.5); 0.5 is the measured choice.
-NUCLEAR_C = 0.5
 
 _BLAS: list = []  # lazily created ThreadpoolController
 
@@ -64,11 +64,13 @@ def _single_threaded_blas():
 
 
 _OPTIONS = {
-    "shared": ("tol", "max_iter", "solver"),
-    "local": ("tol", "max_iter", "solver"),
+    "shared": ("tol", "max_iter", "solver", "max_starts", "seed"),
+    "local": ("tol", "max_iter", "solver", "max_starts", "seed"),
     "full": ("tol", "max_iter"),
     "global": ("tol", "max_iter"),
-    "nuclear": ("tol", "max_iter", "lam", "lam_scale"),
+    "nuclear": ("tol", "max_iter", "lam", "seed"),
+    "zero": (),
+    "oracle": ("tol", "max_iter", "basis"),
 }
 
 
@@ -81,11 +83,13 @@ class Estimate:
     """(N, d1, d2): DeltaTheta-hat_i for every user i."""
     basis: np.ndarray | None
     """(d1, k) orthonormal top-k left singular vectors of the aggregate estimate (B-hat) for
-    ``shared`` and ``nuclear``; None for ``local``, ``full`` and ``global``."""
+    ``shared`` and ``nuclear``, the given basis for ``oracle``; None for the others."""
     nll: float
     """Mean negative log-likelihood per comparison on the training data at ``delta``."""
     info: dict = field(default_factory=dict)
-    """iterations, converged, gap (optimisation gap, mean-NLL units), fit_s, solver details."""
+    """iterations, converged, gap (optimisation gap, mean-NLL units), n_starts, nll_spread
+    (NLL of the spectral start's fit minus the returned NLL; 0 for single-start methods), fit_s,
+    solver details."""
 
 
 def negative_log_likelihood(delta: np.ndarray, data: PreferenceData,
@@ -127,9 +131,11 @@ def fit(method: str, data: PreferenceData, k: int, B: float, init: np.ndarray | 
     data: comparisons of N = data.n_users users with features (M, d1, d2); k: rank of the shared
     (``shared``, ``nuclear`` basis) or per-user (``local``) update, 1 <= k <= min(d1, N d2);
     B > 0: per-user Frobenius bound of Eq. 3.1/3.3/3.4; init: Theta_init (N, d1, d2) or None.
-    Options: ``tol`` (gap tolerance, default DEFAULT_TOL), ``max_iter``; ``solver`` in SOLVERS for
-    ``shared``/``local``; ``lam`` (absolute penalty) or ``lam_scale`` (multiplies the default)
-    for ``nuclear``. Deterministic: no randomness is used.
+    Options: ``tol`` (gap tolerance, default DEFAULT_TOL), ``max_iter``; for ``shared``/``local``
+    ``solver`` in SOLVERS, ``max_starts`` (default sim.lowrank.MAX_STARTS; 1 = spectral start
+    only) and ``seed`` of the random starts (default 0); ``lam`` (fixed penalty; default: chosen
+    by cross-validation with ``seed``) for ``nuclear``; ``basis`` (d1, k) orthonormal, required
+    for ``oracle``. Deterministic: the same inputs give identical arrays.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; supported methods are {METHODS}")
@@ -153,12 +159,19 @@ def fit(method: str, data: PreferenceData, k: int, B: float, init: np.ndarray | 
     tol = float(options.get("tol", DEFAULT_TOL))
     if not tol > 0:
         raise ValueError(f"tol must be positive, got {tol}")
-    max_iter = int(options.get("max_iter", 500))
+    # FISTA needs many more (cheap) iterations than the Newton-type solvers
+    max_iter = int(options.get("max_iter", 5000 if method == "nuclear" else 500))
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     solver = options.get("solver", "newton")
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; supported solvers are {SOLVERS}")
+    max_starts = options.get("max_starts", MAX_STARTS)
+    if isinstance(max_starts, bool) or int(max_starts) != max_starts or max_starts < 1:
+        raise ValueError(f"max_starts must be a positive integer, got {max_starts!r}")
+    options = dict(options, max_starts=int(max_starts))
+    if method == "oracle":
+        options["basis"] = _check_basis(options.get("basis"), d1, k)
 
     with _single_threaded_blas():
         return _fit(method, data, k, B, init, options, tol, max_iter, solver)
@@ -178,15 +191,35 @@ def _fit(method, data, k, B, init, options, tol, max_iter, solver) -> Estimate:
     elif method == "global":
         delta, info = _fit_global(prob, B, tol, max_iter)
     elif method == "nuclear":
-        delta, info = _fit_nuclear(prob, options, tol, max_iter)
+        delta, info = _fit_nuclear(prob, data, init, options, tol, max_iter)
+    elif method == "zero":
+        delta = np.zeros((data.n_users, d1, d2))
+        info = {"iterations": 0, "converged": True, "gap": 0.0}
     else:
-        delta, info = _fit_lowrank(prob, k, B, method == "shared", solver, tol, max_iter)
+        delta, info = _fit_lowrank(prob, k, B, method == "shared", solver, tol, max_iter,
+                                   max_starts=options["max_starts"],
+                                   seed=int(options.get("seed", 0)),
+                                   basis=options.get("basis"))
+    info.setdefault("n_starts", 1)
+    info.setdefault("nll_spread", 0.0)
     if method in ("shared", "nuclear"):
         basis = column_space(aggregate(delta), k)
+    elif method == "oracle":
+        basis = options["basis"]
     info["fit_s"] = time.perf_counter() - start
     info["method"] = method
     nll = negative_log_likelihood(delta, data, init)
     return Estimate(method=method, delta=delta, basis=basis, nll=nll, info=info)
+
+
+def _check_basis(basis, d1: int, k: int) -> np.ndarray:
+    if basis is None:
+        raise ValueError("method 'oracle' needs basis= (d1, k) with orthonormal columns")
+    basis = np.asarray(basis, dtype=float)
+    if basis.shape != (d1, k) or not np.allclose(basis.T @ basis, np.eye(k), atol=1e-8):
+        raise ValueError(f"oracle basis must be ({d1}, {k}) with orthonormal columns, "
+                         f"got shape {basis.shape}")
+    return basis
 
 
 def _check_users(arr, data: PreferenceData, name: str) -> np.ndarray:
@@ -226,84 +259,16 @@ def _fit_global(prob: _Problem, B: float, tol: float, max_iter: int):
 # ---------------------------------------------------------------- nuclear-norm relaxation
 
 
-def _default_lambda(prob: _Problem) -> float:
-    """lam = NUCLEAR_C * tau * (sqrt(d1) + sqrt(N d2)).
-
-    The mean-NLL gradient at the truth has entries (1/M) sum_{j of user i} (sigma - o) X_j[a, b]
-    with variance <= Np_i s_x^2 / (4 M^2), s_x^2 the mean squared feature entry, so with
-    Np = M / N, tau = s_x / (2 N sqrt(Np)) and its spectral norm is about
-    tau (sqrt(d1) + sqrt(N d2)) (Gaussian-matrix estimate); equivalently
-    lam ~ NUCLEAR_C * s_x * sqrt((d1 + N d2) / (N Np)) / (2 sqrt(N)) up to the sqrt-sum form.
-    """
-    n, d1, d2, M = prob.N, prob.d1, prob.d2, prob.M
-    s_x = np.sqrt(np.sum(prob.X**2) / (M * d1 * d2))
-    tau = s_x / (2 * n * np.sqrt(M / n))
-    return float(NUCLEAR_C * tau * (np.sqrt(d1) + np.sqrt(n * d2)))
-
-
-def _fit_nuclear(prob: _Problem, options: dict, tol: float, max_iter: int):
-    """FISTA with singular-value thresholding and function-value restart (no ball)."""
-    if "lam" in options and "lam_scale" in options:
-        raise ValueError("give at most one of lam and lam_scale for method 'nuclear'")
-    lam_scale = options.get("lam_scale", 1.0)
-    if not (np.isfinite(lam_scale) and lam_scale >= 0):
-        raise ValueError(f"lam_scale must be non-negative and finite, got {lam_scale!r}")
-    lam = options.get("lam", _default_lambda(prob) * lam_scale)
-    if not (np.isfinite(lam) and lam >= 0):
-        raise ValueError(f"nuclear penalty lam must be non-negative and finite, got {lam!r}")
-    n, m, d1, d2 = prob.X.shape
-    Xf = prob.X.reshape(n, m, d1 * d2)
-    # per-user Lipschitz constant of the mean-NLL gradient: lambda_max(sum_j w_j x_j x_j^T) / 4
-    cov = np.matmul(Xf.transpose(0, 2, 1), Xf * prob.w[:, :, None])
-    L = max(float(np.linalg.eigvalsh(cov)[:, -1].max()) / 4, 1e-12)
-    max_iter = max(max_iter, 5000)
-
-    def smooth(D):
-        z = np.matmul(Xf, D[:, :, None])[:, :, 0] + prob.c
-        f = float(np.sum(prob.w * logistic_loss(z, prob.o)))
-        return f, np.matmul((prob.w * (expit(z) - prob.o))[:, None, :], Xf)[:, 0]
-
-    def prox(D, step):
-        agg = aggregate(D.reshape(n, d1, d2))
-        u, sv, vt = np.linalg.svd(agg, full_matrices=False)
-        sv = np.maximum(sv - step * lam, 0)
-        return (u * sv) @ vt, sv
-
-    def to_users(agg):
-        return agg.reshape(d1, n, d2).transpose(1, 0, 2).reshape(n, d1 * d2)
-
-    x = np.zeros((n, d1 * d2))
-    y, t_mom = x.copy(), 1.0
-    f_x = smooth(x)[0]
-    obj_x = f_x
-    resid = np.inf
-    it = 0
-    history: list[float] = []
-    stalled = False
-    for _ in range(max_iter):
-        it += 1
-        f_y, g_y = smooth(y)
-        agg_new, sv = prox(y - g_y / L, 1 / L)
-        x_new = to_users(agg_new)
-        obj_new = smooth(x_new)[0] + lam * sv.sum()
-        resid = L * np.linalg.norm(x_new - y)  # norm of the gradient mapping at y
-        if obj_new > obj_x:  # adaptive restart (O'Donoghue & Candes 2015)
-            if t_mom == 1.0:  # a plain proximal-gradient step failed: rounding floor
-                stalled = True
-                break
-            y, t_mom = x.copy(), 1.0
-            continue
-        t_new = (1 + np.sqrt(1 + 4 * t_mom**2)) / 2
-        y = x_new + (t_mom - 1) / t_new * (x_new - x)
-        x, obj_x, t_mom = x_new, obj_new, t_new
-        history.append(obj_x)
-        if resid <= tol:
-            break
-        # rounding floor: the gradient-mapping norm stalls near L * eps * ||x|| while the
-        # objective no longer moves
-        if len(history) > 20 and history[-21] - obj_x <= 1e-14 * abs(obj_x):
-            stalled = True
-            break
-    info = {"iterations": it, "converged": bool(resid <= tol or stalled), "gap": float(resid),
-            "gap_kind": "gradient-mapping norm", "stalled": stalled, "lam": float(lam), "objective": obj_x}
-    return x.reshape(n, d1, d2), info
+def _fit_nuclear(prob: _Problem, data: PreferenceData, init, options: dict, tol: float,
+                 max_iter: int):
+    """FISTA (sim/nuclear.py) at lam from ``options`` or from cross-validation (no ball)."""
+    cv = {}
+    if "lam" in options:
+        lam = options["lam"]
+        if not (np.isfinite(lam) and lam >= 0):
+            raise ValueError(f"nuclear penalty lam must be non-negative and finite, got {lam!r}")
+    else:
+        lam, cv = cv_lambda(data, init, seed=int(options.get("seed", 0)))
+    delta, info = fista(prob, float(lam), tol, max_iter)
+    info.update(cv)
+    return delta, info

@@ -41,6 +41,7 @@ class BallLogisticResult:
     """(G,): Frank-Wolfe gap g.v + R||g||, an upper bound on F_g(v) - min F_g."""
     iterations: int
     converged: bool
+    """True only when every group's gap is <= tol (a stalled group makes it False)."""
 
 
 def logistic_loss(z: np.ndarray, o: np.ndarray) -> np.ndarray:
@@ -129,7 +130,8 @@ def ball_logistic(A: np.ndarray, c: np.ndarray, o: np.ndarray, w: np.ndarray, R,
     A: (G, m, p) features a_gj; c: (G, m) known logit offsets (Theta_init); o: (G, m) labels in
     {0, 1}; w: (G, m) non-negative row weights (0 on padding, 1/M for the mean NLL);
     R: scalar or (G,) radii > 0; v0: (G, p) start (projected onto the ball).
-    Stops when every Frank-Wolfe gap is <= tol or no Armijo step can decrease F any more.
+    Stops when every Frank-Wolfe gap is <= tol or no Armijo step can decrease F any more
+    (stalled: then ``converged`` is False).
     """
     A = np.asarray(A, dtype=float)
     G, _, p = A.shape
@@ -194,5 +196,6 @@ def ball_logistic(A: np.ndarray, c: np.ndarray, o: np.ndarray, w: np.ndarray, R,
         r = w * (expit(z) - o)
         g = np.einsum("gmp,gm->gp", A, r)
         gap = np.maximum(np.einsum("gp,gp->g", g, v) + R * np.linalg.norm(g, axis=1), 0.0)
-    converged = not active.any()
+    # a group stopped at its rounding floor with gap > tol is *not* converged
+    converged = bool(np.all(gap <= tol))
     return BallLogisticResult(v=v, obj=obj, gap=gap, iterations=it, converged=converged)

@@ -17,8 +17,9 @@ from sim.mdp import random_mdp, trap_base, trap_behaviour, trap_mdp
 from sim.truth import make_ground_truth
 from theory import bounds, diversity
 
-#: Methods that estimate a shared column space (the others get dist = NaN, DESIGN.md).
-SUBSPACE_METHODS = ("shared", "nuclear")
+#: Methods that estimate a shared column space (the others get dist = NaN, DESIGN.md);
+#: ``oracle`` is given B-diamond, so its dist is 0.
+SUBSPACE_METHODS = ("shared", "nuclear", "oracle")
 
 
 def build_instance(cfg: SimConfig, seed: int):
@@ -70,10 +71,13 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
     rows, saved = [], {}
     for method in methods:
         t0 = time.perf_counter()
-        est = estimators.fit(method, train, cfg.k, cfg.B, init=truth.init)
+        extra = {"basis": b_diamond} if method == "oracle" else {}
+        est = estimators.fit(method, train, cfg.k, cfg.B, init=truth.init, **extra)
         fit_s = time.perf_counter() - t0
         theta_hat = truth.init + est.delta
-        if cfg.confidence_set == "sigma_d":
+        if method == "zero":  # a fixed estimate: no confidence set, pessimism = plug-in
+            metric, zeta = None, np.zeros(cfg.N)
+        elif cfg.confidence_set == "sigma_d":
             metric, zeta = confidence.sigma_d_ellipsoid(method, est, train, cfg.k, cfg.B,
                                                         cfg.delta, init=truth.init)
         else:
@@ -95,17 +99,40 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
             seed=seed, method=method, **cfg.as_dict(),
             dist=dist,
             est_err=float(np.mean(np.sum((est.delta - truth.delta) ** 2, axis=(1, 2)))),
+            pred_err=prediction_error(est.delta, truth.delta, train),
             gap_pess=float(np.mean(gaps_p)), gap_vanilla=float(np.mean(gaps_v)),
             coverage=float(confidence.coverage(truth.delta, est.delta, zeta, metric)),
             zeta=float(np.mean(zeta)), policy_cert_gap=float(np.max(cert)),
             nll_train=float(est.nll), acc_heldout=heldout_accuracy(theta_hat, test),
             rank_hat=int(np.linalg.matrix_rank(diversity.aggregate(est.delta), tol=1e-8)),
+            n_starts=int(est.info["n_starts"]), nll_spread=float(est.info["nll_spread"]),
+            fit_converged=bool(est.info["converged"]), fit_gap=float(est.info["gap"]),
             **common, fit_s=fit_s, policy_s=policy_s,
         ))
         saved[method] = dict(delta=est.delta, zeta=zeta, pi=np.stack(pis))
     if artifacts is not None:
         _save_artifacts(artifacts, mdp, truth, mu, saved)
     return rows
+
+
+def prediction_error(delta_hat: np.ndarray, delta_true: np.ndarray, data) -> float:
+    """pred_err = (1/N) sum_i e_i^T Sigma_hat_i e_i, e_i = vec(DeltaTheta_hat_i - DeltaTheta*_i),
+    Sigma_hat_i = (1/Np_i) sum_j x_j x_j^T the second moment of user i's training feature
+    differences x_j (error in the directions the data see). Arrays (N, d1, d2)."""
+    err = np.asarray(delta_hat, dtype=float) - np.asarray(delta_true, dtype=float)
+    z2 = np.einsum("mde,mde->m", data.diff, err[data.user]) ** 2
+    per_user = np.bincount(data.user, weights=z2, minlength=data.n_users) / data.sizes
+    return float(np.mean(per_user))
+
+
+def warn_unconverged(runs) -> str | None:
+    """One line naming the fits with fit_converged False in a runs table (None if all are)."""
+    bad = runs[~runs["fit_converged"].astype(bool)]
+    if bad.empty:
+        return None
+    by = ", ".join(f"{m} {c}" for m, c in bad["method"].value_counts().items())
+    return (f"{len(bad)} of {len(runs)} fits stopped above their tolerance ({by}; fit_gap up to "
+            f"{bad['fit_gap'].max():.1e}); see fit_converged and fit_gap in runs.csv")
 
 
 def _radius(cfg: SimConfig, method: str, est, train, truth, seed: int) -> np.ndarray:

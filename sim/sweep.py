@@ -43,8 +43,8 @@ from sim.parts import (
 
 VARY = ("nu", "tail", "Np", "N", "k", "d1")
 SPEC_KEYS = ("vary", "base", "methods")  # a re-run must agree on these to resume
-SWEEP_METHODS = ("shared", "local", "full", "global", "nuclear")
-DEFAULT_METHODS = ("shared", "local", "full", "global")
+SWEEP_METHODS = ("shared", "local", "full", "global", "nuclear", "zero", "oracle")
+DEFAULT_METHODS = ("shared", "local", "full", "global", "zero", "oracle")
 
 #: Default grids and the base-config changes each sweep runs on. Doubling grids for N and Np.
 GRIDS = {
@@ -251,6 +251,10 @@ def main(argv=None) -> int:
     except ResultError as e:
         print(f"sim.sweep: error: {e}", file=sys.stderr)
         return 2
+    from sim.pipeline import warn_unconverged
+
+    if (msg := warn_unconverged(runs)) is not None:  # once per sweep, not once per fit
+        print(f"sim.sweep: warning: {msg}", file=sys.stderr)
     slopes = write_analysis(runs, args.vary, out)
     figs = []
     if not args.no_figures:

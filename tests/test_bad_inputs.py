@@ -76,6 +76,7 @@ def _metrics_dir(work: Path, text: str | None = None, drop_all=False, acc=0.6) -
     d = work / "llm" / "shared-s0"
     d.mkdir(parents=True)
     rows = [dict(method="shared", model="m", labeler=lab, n_eval=10, accuracy=acc, ties=0,
+                 accuracy_tie_half=acc, accuracy_tie_right=acc, steps=5,
                  seed=0, epochs=1, lora_r=4, lora_alpha=8, targets="query+key")
             for lab in ("0", "1", "2", "all")]
     df = pd.DataFrame(rows[:-1] if drop_all else rows)[list(METRICS_COLUMNS)]

@@ -94,3 +94,12 @@ def test_bench_policy_ellipsoid_tiny():
                  "--d1", "3", "--d2", "2", "--metric-cond", "100"])
     assert "ellipsoids of condition 100" in proc.stdout
     assert "LP unconverged on 0" in proc.stdout
+
+
+def test_fit_restarts_tiny():
+    proc = _run(["benchmarks.fit_restarts", "--Np", "30", "--behaviours", "uniform",
+                 "--seeds", "1", "--restarts", "2", "--max-starts", "1"])
+    assert "random restarts improved the NLL" in proc.stdout and "of 1 instances" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.fit_restarts", "--Np", "0"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

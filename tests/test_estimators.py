@@ -15,6 +15,7 @@ from sim.estimators import (
     negative_log_likelihood,
     nll_gradient,
 )
+from sim.lowrank import _lbfgs, _newton, random_bases
 from sim.mdp import random_mdp
 from sim.truth import make_ground_truth
 from theory.diversity import aggregate, best_rank_k, principal_angle_distance
@@ -135,19 +136,84 @@ def test_local_output_is_feasible():
 
 
 @pytest.mark.parametrize("method,k,B", [("shared", 2, 1.0), ("shared", 1, 0.3), ("local", 1, 1.0)])
-def test_two_algorithms_agree(method, k, B):
-    """Newton-on-span(U) (default) vs scipy L-BFGS in a fixed chart: same objective to 1e-6.
-
-    Both are local methods on a non-convex problem, started from the same spectral point.
-    The instance has Np = 300 per user and a clear spectral gap (tail = 0), so the spectral
-    start lies in the basin of one minimiser and both must reach it; B = 0.3 makes most balls
-    active, exercising the constrained branch of both.
-    """
+def test_two_algorithms_agree_from_different_starts(method, k, B):
+    """Newton-on-span(U) from fit's starts vs scipy L-BFGS (an independent outer algorithm, one
+    fixed chart) from random orthonormal starts: the best L-BFGS objective is never lower, and
+    on this well-posed instance (Np = 300, tail = 0) some L-BFGS start reaches the same value.
+    B = 0.3 makes most balls active, exercising the constrained branch of both."""
     gt, data = _instance(4, N=8, d1=6, d2=2, k=2, Np=300)
     a = fit(method, data, k, B)
-    b = fit(method, data, k, B, solver="lbfgs")
-    assert abs(a.nll - b.nll) <= 1e-6 * a.nll
+    lr = _LowRank(_layout(data, None), k, B, method == "shared", tol=1e-9)
+    rng = np.random.default_rng(123)
+    C = 1 if method == "shared" else data.n_users
+    best = np.full(C, np.inf)
+    for _ in range(5):
+        U0 = random_bases(rng, C, 6, k)
+        W, _, _ = lr.w_step(U0, np.zeros((data.n_users, k, 2)))
+        obj = _lbfgs(lr, U0, W, 500)[2]
+        best = np.minimum(best, lr.group_sum(obj))
+    assert best.sum() >= a.nll * (1 - 1e-6)
+    assert abs(a.nll - best.sum()) <= 1e-6 * a.nll
     assert a.info["converged"]
+
+
+def _default_like(seed, Np, behaviour, N=10, d1=8, d2=2, k=2):
+    """A small instance of the default sweep's kind (BT data from a random MDP, nu = 0.1)."""
+    rng = np.random.default_rng(seed)
+    mdp = random_mdp(10, 4, 5, d1, d2, rng, feature_scale=2.0)
+    gt = make_ground_truth(N, d1, d2, k, 0.1, 0.0, 1.0, rng)
+    mu = behaviour_policy(mdp, behaviour, rng, theta_mean=gt.theta.mean(0), eps=0.2)
+    return gt, make_preferences(mdp, gt.theta, Np, mu, mu, rng)
+
+
+def _best_of_random_starts(data, k, B, shared, rng, n=20):
+    """Lowest Eq. 3.5 objective (per basis group) over n random feasible starts (Haar U, W
+    uniform in the ball), each refined by Newton (even starts) or L-BFGS (odd starts)."""
+    lr = _LowRank(_layout(data, None), k, B, shared, tol=1e-9)
+    N, d1, d2 = data.n_users, data.x0.shape[1], data.x0.shape[2]
+    C = 1 if shared else N
+    best = np.full(C, np.inf)
+    for j in range(n):
+        U = random_bases(rng, C, d1, k)
+        W0 = rng.normal(size=(N, k, d2))
+        W0 *= B * rng.random((N, 1, 1)) ** (1 / (k * d2)) / np.linalg.norm(W0, axis=(1, 2),
+                                                                          keepdims=True)
+        W, obj, gap = lr.w_step(U, W0)
+        obj = (_newton(lr, U, W, obj, gap, 500) if j % 2 == 0 else _lbfgs(lr, U, W, 500))[2]
+        best = np.minimum(best, lr.group_sum(obj))
+    return best
+
+
+_GLOBAL_CASES = [(Np, beh, seed) for Np in (20, 50, 100) for beh in ("uniform", "poor")
+                 for seed in range(5)]
+
+
+@pytest.mark.parametrize("Np,behaviour,seed", [
+    pytest.param(*c, marks=() if c[2] < 2 else pytest.mark.slow) for c in _GLOBAL_CASES])
+def test_shared_reaches_the_global_optimum(Np, behaviour, seed):
+    """Item 2 of issue 10: 20 further random feasible starts (another stream, half of them
+    refined by the other outer algorithm) never improve the returned NLL by more than 1e-6
+    relative. 30 instances (Np = 20, 50, 100; uniform and poor behaviour; 5 seeds; 12 in the
+    default run, all with -m slow). With the spectral start alone (max_starts=1) 7 of the 30
+    fail (docs/estimators.md)."""
+    gt, data = _default_like(seed, Np, behaviour)
+    est = fit("shared", data, 2, 1.0)
+    best = _best_of_random_starts(data, 2, 1.0, True, np.random.default_rng(10_000 + seed))
+    assert best.min() >= est.nll * (1 - 1e-6), (est.nll, best, est.info["n_starts"])
+
+
+@pytest.mark.parametrize("Np,behaviour", [(20, "poor"), (50, "uniform")])
+def test_local_reaches_the_global_optimum(Np, behaviour):
+    """The same check per user for ``local`` (each user its own basis), in the original
+    (untransposed) chart: no user's random start beats the returned fit by > 1e-6 relative."""
+    gt, data = _default_like(1, Np, behaviour, d2=3)
+    est = fit("local", data, 2, 1.0)
+    lr = _LowRank(_layout(data, None), 2, 1.0, False, tol=1e-9)
+    U = np.asarray([np.linalg.svd(d)[0][:, :2] for d in est.delta])
+    W = np.matmul(U.transpose(0, 2, 1), est.delta)
+    ours = lr.w_step(U, W)[1]  # per-user objective of the returned fit
+    best = _best_of_random_starts(data, 2, 1.0, False, np.random.default_rng(7))
+    assert np.all(best >= ours - 1e-6 * ours.sum()), (ours - best).min()
 
 
 def test_init_enters_as_offset():
@@ -165,15 +231,83 @@ def test_nuclear_kkt_and_penalty():
     gt, data = _instance(6, N=10, d1=6, d2=2, k=2, Np=200)
     big = fit("nuclear", data, 2, 1.0, lam=1.0)
     np.testing.assert_array_equal(big.delta, 0)  # lam above ||grad(0)||_op
-    est = fit("nuclear", data, 2, 1.0, tol=1e-10)
-    lam = est.info["lam"]
+    est = fit("nuclear", data, 2, 1.0, tol=1e-10, lam=0.02)
     g = aggregate(nll_gradient(est.delta, data))
     u, s, vt = np.linalg.svd(aggregate(est.delta), full_matrices=False)
     r = int(np.sum(s > 1e-8))
     # optimality: -grad in lam * subdifferential of ||.||_* at the estimate
-    np.testing.assert_allclose(-g @ vt[:r].T, lam * u[:, :r], atol=1e-6)
-    assert np.linalg.norm(g, 2) <= lam * (1 + 1e-5)
+    np.testing.assert_allclose(-g @ vt[:r].T, 0.02 * u[:, :r], atol=1e-6)
+    assert np.linalg.norm(g, 2) <= 0.02 * (1 + 1e-5)
     assert est.info["converged"]
+
+
+def test_nuclear_lambda_from_cross_validation():
+    """lam is chosen on the data alone: inside the grid below lam_max = ||grad(0)||_op (which
+    gives the zero estimate), the held-out NLL at the choice is the grid minimum, and more data
+    per user gives a smaller penalty (the gradient noise falls like 1/sqrt(Np))."""
+    lams = []
+    for Np in (40, 640):
+        gt, data = _instance(6, N=8, d1=6, d2=2, k=2, Np=Np)
+        est = fit("nuclear", data, 2, 1.0)
+        grid, cv = est.info["cv_grid"], est.info["cv_nll"]
+        lam_max = np.linalg.norm(aggregate(nll_gradient(np.zeros_like(gt.delta), data)), 2)
+        assert grid[0] == pytest.approx(lam_max, rel=1e-12)
+        assert est.info["lam"] == grid[np.argmin(cv)]
+        lams.append(est.info["lam"])
+    assert lams[1] < lams[0]
+
+
+# ------------------------------------------------------------------ zero and oracle
+
+
+def test_zero_and_oracle():
+    """zero: DeltaTheta = 0, NLL log 2 at zero init. oracle with the true B-diamond: columns in
+    span(B-diamond), per-user ball kept, and -- because B-diamond is feasible for ``shared`` --
+    the shared fit's NLL is no larger (a necessary condition for its global optimality)."""
+    gt, data = _instance(10, N=8, d1=6, d2=2, k=2, Np=80)
+    zero = fit("zero", data, 2, 1.0)
+    np.testing.assert_array_equal(zero.delta, 0)
+    assert zero.nll == pytest.approx(np.log(2), rel=1e-14) and zero.info["converged"]
+    bd = best_rank_k(gt.delta, 2)[0]
+    orc = fit("oracle", data, 2, 1.0, basis=bd)
+    resid = orc.delta - np.einsum("ab,nbc->nac", bd @ bd.T, orc.delta)
+    assert np.abs(resid).max() <= 1e-12
+    assert np.linalg.norm(orc.delta, axis=(1, 2)).max() <= 1 + 1e-9
+    assert orc.info["converged"] and orc.nll < zero.nll
+    assert fit("shared", data, 2, 1.0).nll <= orc.nll + 1e-12
+    with pytest.raises(ValueError, match="needs basis"):
+        fit("oracle", data, 2, 1.0)
+    with pytest.raises(ValueError, match="orthonormal"):
+        fit("oracle", data, 2, 1.0, basis=2 * bd)
+
+
+def test_stalled_fits_are_not_converged():
+    """A fit stopped by its iteration cap or above tol is never reported converged."""
+    gt, data = _instance(11, N=6, d1=6, d2=2, k=2, Np=100)
+    for method in ("full", "global", "shared", "local"):
+        est = fit(method, data, 2, 1.0, max_iter=1)
+        assert est.info["converged"] == (est.info["gap"] <= 1e-9), method
+    est = fit("shared", data, 2, 1.0, max_iter=1, max_starts=1)
+    assert not est.info["converged"] and est.info["gap"] > 1e-9
+    nuc = fit("nuclear", data, 2, 1.0, lam=0.01, max_iter=3)
+    assert not nuc.info["converged"]
+
+
+def test_prediction_error_by_hand():
+    """pred_err = (1/N) sum_i mean_j <x_j, e_i>^2 (Sigma_hat_i the second moment)."""
+    from sim.pipeline import prediction_error, warn_unconverged
+
+    x0 = np.array([[[1.0], [0.0]], [[0.0], [2.0]], [[1.0], [1.0]]])
+    data = PreferenceData(np.array([0, 0, 1]), x0, np.zeros_like(x0), np.array([1, 0, 1]), 2)
+    err = np.array([[[1.0], [1.0]], [[0.5], [0.0]]])
+    # user 0: (1^2 + 2^2) / 2 = 2.5; user 1: 0.5^2 = 0.25
+    assert prediction_error(err, np.zeros_like(err), data) == pytest.approx((2.5 + 0.25) / 2)
+    import pandas as pd
+
+    runs = pd.DataFrame(dict(method=["shared", "full"], fit_converged=[True, False],
+                             fit_gap=[1e-12, 3e-9]))
+    assert "1 of 2 fits" in warn_unconverged(runs) and "full 1" in warn_unconverged(runs)
+    assert warn_unconverged(runs.iloc[:1]) is None
 
 
 # ------------------------------------------------------------------ statistics
@@ -226,14 +360,15 @@ def test_shared_beats_local_and_full_when_many_users_few_comparisons():
 @pytest.mark.parametrize("method", METHODS)
 def test_deterministic_and_contract(method):
     gt, data = _instance(7, N=5, d1=5, d2=2, k=2, Np=60)
-    a, b = fit(method, data, 2, 1.0), fit(method, data, 2, 1.0)
+    extra = {"basis": best_rank_k(gt.delta, 2)[0]} if method == "oracle" else {}
+    a, b = fit(method, data, 2, 1.0, **extra), fit(method, data, 2, 1.0, **extra)
     np.testing.assert_array_equal(a.delta, b.delta)
     assert a.method == method and a.delta.shape == (5, 5, 2)
-    assert (a.basis is None) == (method in ("local", "full", "global"))
+    assert (a.basis is None) == (method in ("local", "full", "global", "zero"))
     if a.basis is not None:
         np.testing.assert_array_equal(a.basis, b.basis)
     assert a.nll == pytest.approx(negative_log_likelihood(a.delta, data))
-    for key in ("iterations", "converged", "gap", "fit_s"):
+    for key in ("iterations", "converged", "gap", "fit_s", "n_starts", "nll_spread"):
         assert key in a.info
 
 
