@@ -1,1 +1,1 @@
-"""Scripts printing speed ratios measured side by side in one run (DESIGN.md)."""
+"""Scripts printing speed ratios measured side by side in one run (docs/formats.md)."""

@@ -1,4 +1,4 @@
-"""Backbones and the reward model of every method (DESIGN.md names).
+"""Backbones and the reward model of every method (docs/formats.md names).
 
 - ``global``, ``local``: peft's LoRA as it is (``local``: one peft model per user).
 - ``shared``, ``shared-a``, ``shared-g``/``shared-wu`` (after their global phase),

@@ -26,7 +26,7 @@ from scipy.stats import chi2
 from sim.data import PreferenceData
 from theory.bounds import zeta_theory
 
-#: Methods with a calibrated radius (the names of DESIGN.md).
+#: Methods with a calibrated radius (the names of docs/formats.md).
 CALIBRATED_METHODS = ("shared", "local", "full", "global", "nuclear", "oracle")
 #: Ridge (relative to the trace) that keeps an information matrix invertible when a user's
 #: comparisons do not span the tangent space; the radius is then capped at (2B)^2 anyway.

@@ -1,7 +1,7 @@
 """Tabular finite-horizon MDPs with linear trajectory rewards (Section 3, "Markov Decision Processes").
 
 Reward of a trajectory tau = (s_1, a_1, ..., s_H, a_H) for parameter Theta (d1, d2):
-r_Theta(tau) = sum_h <phi(s_h, a_h), Theta>_F = <psi(tau), Theta>_F  (DESIGN.md notation),
+r_Theta(tau) = sum_h <phi(s_h, a_h), Theta>_F = <psi(tau), Theta>_F  (docs/formats.md notation),
 so J(pi; r_Theta) = <E_pi[psi(tau)], Theta>_F is computed exactly from occupancy measures.
 
 Shapes: P (H, S, A, S) with P[h, s, a, s'] the step-h transition; rho (S,) the initial

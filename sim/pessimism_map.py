@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     ap.add_argument("--Np", default="25,100,400", help="comparisons per user")
     ap.add_argument("--margins", default="0.2", help="base-reward margins of the traps")
     ap.add_argument("--no-default", action="store_true", help="traps only")
-    ap.add_argument("--methods", default=",".join(METHODS), help="estimators (DESIGN.md names)")
+    ap.add_argument("--methods", default=",".join(METHODS), help="estimators (docs/formats.md names)")
     ap.add_argument("--out", type=Path, default=Path("results/pessimism-map"))
     args = ap.parse_args(argv)
     try:

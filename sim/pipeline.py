@@ -1,6 +1,6 @@
 """One run of Algorithm 1 on a simulated instance: truth -> data -> Eq. 3.5 fit -> Eq. 3.6
 radius -> Eq. 3.7 pessimistic policy -> exact value gaps. Produces the runs.csv rows of
-DESIGN.md (one per method)."""
+docs/formats.md (one per method)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from sim.mdp import random_mdp, trap_base, trap_behaviour, trap_mdp
 from sim.truth import make_ground_truth
 from theory import bounds, diversity
 
-#: Methods that estimate a shared column space (the others get dist = NaN, DESIGN.md);
+#: Methods that estimate a shared column space (the others get dist = NaN, docs/formats.md);
 #: ``oracle`` is given B-diamond, so its dist is 0.
 SUBSPACE_METHODS = ("shared", "nuclear", "oracle")
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-#: Method name (DESIGN.md) -> the parameter class of Proposition 1 it estimates over.
+#: Method name (docs/formats.md) -> the parameter class of Proposition 1 it estimates over.
 METHOD_CLASSES = {"shared": "ShareLoRA", "local": "LoRA", "full": "S", "global": "global"}
 
 
