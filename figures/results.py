@@ -228,12 +228,30 @@ def remark3_block(docs: Path) -> str:
     return (docs / "remark3" / "remark3.md").read_text().strip()
 
 
-BLOCKS = {"slopes": slopes_block, "tail-study": tail_block, "remark3": remark3_block}
+def levels_block(docs: Path) -> str:
+    """Seed-median est_err and pred_err of every method at each N_p of the N_p sweep, so that
+    each method is seen between `zero` (learned nothing) and `oracle` (knew B⋄)."""
+    runs = pd.read_csv(docs / "Np" / "runs.csv.gz")
+    med = runs.groupby(["method", "value"])[["est_err", "pred_err"]].median()
+    order = [m for m in ("oracle", "shared", "zero", "global", "local", "full", "nuclear")
+             if m in set(runs["method"])]
+    values = sorted(runs["value"].unique())
+    lines = ["| method | " + " | ".join(f"N_p = {v:g}" for v in values) + " |",
+             "|---|" + "---|" * len(values)]
+    for m in order:
+        cells = [f"{med.loc[(m, v), 'est_err']:.3f} / {med.loc[(m, v), 'pred_err']:.3f}"
+                 for v in values]
+        lines.append(f"| `{m}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+BLOCKS = {"slopes": slopes_block, "levels": levels_block, "tail-study": tail_block,
+          "remark3": remark3_block}
 
 
 def render_blocks(docs: Path) -> dict[str, str]:
     return {k: f(docs) for k, f in BLOCKS.items()
-            if k == "slopes" or (docs / k).exists()}
+            if k == "slopes" or (docs / {"levels": "Np"}.get(k, k)).exists()}
 
 
 def readme_blocks(text: str) -> dict[str, str]:
