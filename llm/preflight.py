@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from sim.cli import CliError, check_out_dir
+from sim.parts import atomic_write
 
 HUB_TIMEOUT_S = 3.0
 CHECKPOINT_FILES = ("state.safetensors", "optim.pt")
@@ -137,9 +138,7 @@ def write_checkpoint_manifest(ckpt: Path) -> None:
     """Record the checkpoint files' SHA-256 in ckpt/manifest.json, written last."""
     ckpt = Path(ckpt)
     manifest = {name: _sha256(ckpt / name) for name in CHECKPOINT_FILES}
-    tmp = ckpt / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, ckpt / MANIFEST)
+    atomic_write(ckpt / MANIFEST, json.dumps(manifest, indent=1) + "\n")
 
 
 def verify_checkpoint(ckpt: Path) -> None:

@@ -19,7 +19,6 @@ candidate summaries each with every labeler's true reward r_i(s) = <w_i, t(s)> (
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from sim.cli import (
     nonneg_int,
     positive_int,
 )
+from sim.parts import atomic_write
 
 TRAITS = ("length", "overlap", "casual", "question", "emotion")
 W_COMMON = np.array([0.0, 1.5, 0.0, 0.0, 0.0])
@@ -244,16 +244,10 @@ def write_dataset(out: Path, rows: list[dict], meta: dict) -> list[Path]:
     paths = []
     for batch, batch_rows in sorted(by_batch.items()):
         path = out / "comparisons" / f"{batch}.json"
-        _write_atomic(path, "".join(json.dumps(r) + "\n" for r in batch_rows))
+        atomic_write(path, "".join(json.dumps(r) + "\n" for r in batch_rows))
         paths.append(path)
-    _write_atomic(out / "synth_meta.json", json.dumps(meta, indent=2) + "\n")
+    atomic_write(out / "synth_meta.json", json.dumps(meta, indent=2) + "\n")
     return paths
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

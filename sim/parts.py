@@ -28,9 +28,11 @@ class ResultError(ValueError):
     """A result file that is missing, unreadable, damaged or of the wrong shape (one line)."""
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write ``data`` to path through path.tmp and a rename: never a half-written file."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
     os.replace(tmp, path)
 
 
@@ -44,10 +46,10 @@ def write_csv_atomic(df: pd.DataFrame, path: Path) -> Path:
 def write_checked(path: Path, data: bytes, rows: int, columns) -> Path:
     """Write ``data`` (a CSV of ``rows`` rows) atomically, then its marker path.ok."""
     path = Path(path)
-    _atomic_write(path, data)
+    atomic_write(path, data)
     marker = dict(rows=int(rows), columns=[str(c) for c in columns],
                   sha256=hashlib.sha256(data).hexdigest())
-    _atomic_write(marker_path(path), (json.dumps(marker) + "\n").encode())
+    atomic_write(marker_path(path), (json.dumps(marker) + "\n").encode())
     return path
 
 
@@ -126,7 +128,7 @@ def claim(out: Path, kind: str, spec: dict, keys=None, write: bool = True) -> st
     if not write:
         return None
     (out / "parts").mkdir(parents=True, exist_ok=True)
-    _atomic_write(record, (json.dumps(spec, indent=2) + "\n").encode())
+    atomic_write(record, (json.dumps(spec, indent=2) + "\n").encode())
     return None
 
 
