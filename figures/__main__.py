@@ -15,24 +15,26 @@ from pathlib import Path
 from sim.cli import OneLineParser
 
 
-def _plan(d: Path) -> tuple[str, list[Path]]:
-    """(kind, llm run dirs) of one result directory, every input validated (figures.inputs)."""
+def _plan(d: Path) -> tuple[str, list[Path], object]:
+    """(kind, llm run dirs, the validated sweep runs or None) of one result directory, every
+    input validated (figures.inputs)."""
     from figures import inputs
     from figures.llm_plots import metrics_files
 
     kind = ("map" if (d / "map.csv").exists() else "study" if (d / "study.csv").exists()
             else "sweep" if (d / "runs.csv").exists()
             else "policy" if (d / "policy_study.csv").exists() else "")
+    runs = None
     if kind == "map":
         inputs.load_map(d)
     elif kind == "study":
         inputs.load_study(d)
     elif kind == "sweep":
-        inputs.load_runs(d)
+        runs = inputs.load_runs(d)
     llm = metrics_files([d])
     for f in llm:
         inputs.load_metrics(f)
-    return kind, llm
+    return kind, llm, runs
 
 
 def main(argv=None) -> int:
@@ -53,7 +55,7 @@ def main(argv=None) -> int:
         except ResultError as err:
             return p.fail(err)
     written = []
-    for d, kind, llm in plans:
+    for d, kind, llm, runs in plans:
         if kind == "map":  # python -m sim.pessimism_map --out d
             from figures.pessimism_map import make_map_figure
 
@@ -63,11 +65,9 @@ def main(argv=None) -> int:
 
             written += make_study_figure(d)
         elif kind == "sweep":
-            from figures.inputs import load_runs
             from figures.sim_plots import make_sweep_figures
             from sim.analysis import write_analysis  # slopes/summary are tables: rebuild them too
 
-            runs = load_runs(d)
             write_analysis(runs, str(runs["vary"].iloc[0]), d)
             written += [d / "slopes.csv", d / "summary.md"] + make_sweep_figures(d)
         if llm:
