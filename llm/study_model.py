@@ -46,7 +46,7 @@ class FeatureRewardModel:
                 self.head = UserHead(head, n_head, ctx)
 
             def forward(self, x, users):
-                ctx.user_ids = users
+                self.lora.ctx.user_ids = users  # not ``ctx``: a deep copy has its own
                 return self.head(torch.tanh(self.lora(x)))[:, 0]
 
         return Net()
