@@ -1,6 +1,6 @@
 """CPU study: new labelers personalised from the learned subspace (extension, issue 18).
 
-    python -m llm.study --new-users [--sizes 5,10,20,50,200] [--seeds 5] [--draws 2] [--out DIR]
+    python -m llm.study --new-users [--sizes 5,10,20,50,200,800] [--seeds 5] [--draws 10] [--out DIR]
 
 Not a claim of the paper: the paper's Section 5 fits and scores the same labelers. Here
 ``llm.synth`` writes ``workers`` training labelers (``source_pairs`` pairs each) and
@@ -42,7 +42,7 @@ COLUMNS = (
     "method", "pairs_per_labeler", "seed", "draw", "labeler", "n_train", "n_eval", "accuracy",
     "accuracy_tie_half", "ties", "bayes_accuracy", "mean_reward_accuracy", "steps",
     "trainable_per_user", "final_loss", "workers", "holdout", "source_pairs", "min_steps",
-    "draws", "epochs", "lr", "head_lr", "batch_size", "lora_r", "lora_alpha", "warmup_ratio",
+    "draws", "many_draws_max", "epochs", "lr", "head_lr", "batch_size", "lora_r", "lora_alpha", "warmup_ratio",
     "max_length", "model", "features", "disagreement", "data_seed", "eval_per_labeler",
 )
 
@@ -51,9 +51,10 @@ COLUMNS = (
 class NewUserStudyConfig:
     """Everything that determines the new-user study; saved in OUT and in every row."""
 
-    sizes: tuple[int, ...] = (5, 10, 20, 50, 200)
+    sizes: tuple[int, ...] = (5, 10, 20, 50, 200, 800)
     seeds: int = 5
-    draws: int = 2  # random draws of the shots per seed at every n below the pool size
+    draws: int = 10  # random draws of the shots per seed at every n <= many_draws_max
+    many_draws_max: int = 50  # larger n: one draw per seed (the fits cost more, vary less)
     workers: int = 5
     holdout: int = 5
     source_pairs: int = 800
@@ -76,7 +77,7 @@ class NewUserStudyConfig:
     def __post_init__(self):
         if not self.sizes or min(self.sizes) < 1:
             raise ValueError(f"sizes must be positive integers, got {self.sizes}")
-        for name in ("seeds", "draws", "workers", "holdout", "source_pairs", "eval_per_labeler",
+        for name in ("seeds", "draws", "many_draws_max", "workers", "holdout", "source_pairs", "eval_per_labeler",
                      "min_steps", "batch_size", "lora_r"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -96,7 +97,7 @@ class NewUserStudyConfig:
         return max(self.sizes)
 
     def n_draws(self, size: int) -> int:
-        return 1 if size >= self.pool else self.draws
+        return self.draws if size <= self.many_draws_max and size < self.pool else 1
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -320,7 +321,9 @@ def add_arguments(p) -> None:
     g.add_argument("--new-users", action="store_true",
                    help="study new labelers fitted on the frozen shared subspace (this module)")
     g.add_argument("--draws", type=int, default=d.draws,
-                   help="random draws of the shots per seed at every n below the pool")
+                   help="random draws of the shots per seed at every n <= --many-draws-max")
+    g.add_argument("--many-draws-max", type=int, default=d.many_draws_max,
+                   help="larger n get one draw per seed")
     g.add_argument("--holdout", type=int, default=d.holdout, help="new labelers")
     g.add_argument("--source-pairs", type=int, default=d.source_pairs,
                    help="train pairs per training labeler of the source run")
@@ -333,6 +336,7 @@ def config_from_args(args) -> NewUserStudyConfig:
     sizes = tuple(int(v) for v in args.sizes.split(",") if v.strip()) if args.sizes else d.sizes
     return NewUserStudyConfig(
         sizes=sizes, seeds=args.seeds if args.seeds is not None else d.seeds, draws=args.draws,
+        many_draws_max=args.many_draws_max,
         holdout=args.holdout, source_pairs=args.source_pairs,
         eval_per_labeler=args.eval_per_labeler or d.eval_per_labeler,
         min_steps=args.min_steps, disagreement=args.disagreement, epochs=args.epochs,
