@@ -224,3 +224,45 @@ def test_a_new_user_in_the_span_is_learned_from_few_pairs():
         assert steps >= 30 and np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
         print(combine, acc(start), acc(model))
         assert acc(model) > max(0.8, acc(start) + 0.1)
+
+
+def test_tiny_new_user_study_is_reproducible_resumes_and_counts_parameters(tiny, tmp_path,
+                                                                          monkeypatch):
+    from llm import new_user_study as nus
+
+    cfg = nus.NewUserStudyConfig(sizes=(3, 6), seeds=2, draws=2, workers=3, holdout=2,
+                                 source_pairs=20, eval_per_labeler=6, min_steps=3, epochs=2.0,
+                                 batch_size=4, lora_r=4, model=str(tiny))
+    a = nus.run_new_user_study(cfg, tmp_path / "a", progress=False)
+    monkeypatch.setenv(nus.STOP_ENV, "5")
+    with pytest.raises(SystemExit):
+        nus.run_new_user_study(cfg, tmp_path / "b", progress=False)
+    monkeypatch.delenv(nus.STOP_ENV)
+    b = nus.run_new_user_study(cfg, tmp_path / "b", progress=False)
+    assert (a / "new_users.csv").read_bytes() == (b / "new_users.csv").read_bytes()
+    import csv
+
+    with open(a / "new_users.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    # seeds x (n=3: 2 draws x 3 fitted methods + global; n=6 = pool: 1 draw x 4) x (2 + all)
+    assert len(rows) == 2 * (2 * 3 + 1 + 4) * 3
+    per = {r["method"]: int(r["trainable_per_user"]) for r in rows}
+    d_in = 32 + 1  # tiny hidden size + the length feature
+    assert per == {"new-user": 4 * d_in, "new-user-comb": 3, "global": 0,
+                   "local": 4 * d_in + 32 * 4 + 32 + 1}
+    assert all(r["seed"] != "" and r["lr"] == "0.01" for r in rows)
+    assert (a / "llm_new_users_accuracy.png").exists()
+    assert "new-user-comb − local (paired)" in (a / "new_users_summary.md").read_text()
+    with pytest.raises(ValueError, match="other settings"):
+        nus.run_new_user_study(nus.NewUserStudyConfig(**{**cfg.__dict__, "lr": 0.5}), a,
+                               progress=False)
+
+
+def test_study_refuses_overlapping_new_labelers(tmp_path):
+    from llm.new_user_study import check_disjoint
+
+    rows, meta = make_rows(1, 3, 6, 3)
+    write_dataset(tmp_path, rows, meta)
+    data = load_comparisons(tmp_path, 3, 0)
+    with pytest.raises(ValueError, match="overlap the source data"):
+        check_disjoint(data, data)
