@@ -266,3 +266,22 @@ def test_study_refuses_overlapping_new_labelers(tmp_path):
     data = load_comparisons(tmp_path, 3, 0)
     with pytest.raises(ValueError, match="overlap the source data"):
         check_disjoint(data, data)
+
+
+def test_seen_unseen_protocol_end_to_end(tiny, tmp_path):
+    """Real-data protocol on official-schema rows: the source trains on the seen workers, the
+    new-user run fits the unseen ones on n shots; the two sets are disjoint."""
+    rows, meta = make_rows(6, 5, 12, 4)
+    write_dataset(tmp_path / "d", rows, meta)
+    split = dict(workers=3, unseen_workers=2, split_seed=1)
+    src = train_mod.run(_cfg(tiny, tmp_path / "src", "shared", tmp_path / "d", max_steps=2,
+                             **split), progress=False)
+    nu = train_mod.run(_cfg(tiny, tmp_path / "nu", "new-user", tmp_path / "d", max_steps=2,
+                            init_from=str(src), limit_per_worker=5, seed=4, **split),
+                       progress=False)
+    seen = json.loads((src / "workers.json").read_text())
+    unseen = json.loads((nu / "workers.json").read_text())
+    assert len(seen) == 3 and len(unseen) == 2 and not set(seen) & set(unseen)
+    assert set(seen) | set(unseen) == set(load_comparisons(tmp_path / "d", 5, 0).workers)
+    with open(nu / "metrics.csv") as fh:
+        assert [ln.split(",")[2] for ln in fh.read().splitlines()[1:]] == ["0", "1", "all"]
