@@ -105,12 +105,13 @@ class PersonalLoRALinear(nn.Module):
         out = self.base_layer(x)
         a_all = self.factor_a()
         xl = self.lora_dropout(x.to(a_all.dtype))
-        if self.n_a == 1 and self.n_b == 1:
+        n_a = a_all.shape[0]
+        if n_a == 1 and self.n_b == 1:
             delta = (xl @ a_all[0].T) @ self.lora_B[0].T
         else:
             users = self.ctx.require(x.shape[0])
             flat = xl.reshape(x.shape[0], -1, x.shape[-1])  # (batch, tokens, d_in)
-            if self.n_a == 1:
+            if n_a == 1:
                 h = flat @ a_all[0].T
             else:
                 h = torch.bmm(flat, a_all[users].transpose(1, 2))  # (batch, tokens, r)
