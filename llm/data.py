@@ -107,12 +107,18 @@ def load_comparisons(
     eval_limit_per_worker: int | None = None,
     skip_malformed: bool = False,
     keep_cnndm: bool = False,
+    unseen_workers: int = 0,
+    split_seed: int = 0,
+    use_unseen: bool = False,
 ) -> TLDRData:
     """Read comparisons from ``source`` and apply the paper's top-K balanced selection.
 
     ``skip_malformed``: count and skip malformed rows instead of raising :class:`DataError`.
     ``keep_cnndm``: keep CNN/DM rows (prompt ``ARTICLE_TEMPLATE``) through ranking and capping,
     as the authors' loader does; by default they are dropped (and counted) before ranking.
+    ``unseen_workers`` M > 0 (extension, issue 18): the top ``workers`` + M workers are split
+    at random (``split_seed``) into ``workers`` seen and M unseen ones; the seen ones are
+    kept, or with ``use_unseen`` the unseen ones (new users for ``--method new-user``).
     """
     if workers < 1:
         raise DataError(f"workers must be >= 1, got {workers}")
@@ -137,6 +143,9 @@ def load_comparisons(
         seed=seed,
         limit_per_worker=limit_per_worker,
         eval_limit_per_worker=eval_limit_per_worker,
+        unseen_workers=unseen_workers,
+        split_seed=split_seed,
+        use_unseen=use_unseen,
         report={
             "source": str(source),
             "rows": counts["rows"],
@@ -153,16 +162,25 @@ def select_workers(
     limit_per_worker: int | None = None,
     eval_limit_per_worker: int | None = None,
     report: dict | None = None,
+    unseen_workers: int = 0,
+    split_seed: int = 0,
+    use_unseen: bool = False,
 ) -> TLDRData:
-    """Section 5's selection: top-K workers by train count, each capped to the smallest count."""
+    """Section 5's selection: top-K workers by train count, each capped to the smallest count.
+
+    With ``unseen_workers`` M: the top K + M split into seen and unseen (``split_workers``)."""
     report = dict(report or {})
     train_count = Counter(r.worker for r in rows if r.split == "train")
-    if len(train_count) < workers:
+    if len(train_count) < workers + unseen_workers:
         raise DataError(
             f"{report.get('source', 'data')}: only {len(train_count)} workers have train "
-            f"comparisons, need {workers} (lower --workers)"
+            f"comparisons, need {workers + unseen_workers} (lower --workers)"
         )
-    ranked = sorted(train_count, key=lambda w: (-train_count[w], w))[:workers]
+    ranked = sorted(train_count, key=lambda w: (-train_count[w], w))[:workers + unseen_workers]
+    if unseen_workers:
+        seen, unseen = split_workers(ranked, unseen_workers, split_seed)
+        report["seen_workers"], report["unseen_workers"] = seen, unseen
+        ranked = unseen if use_unseen else seen
     by_worker = {w: {"train": [], "valid": []} for w in ranked}
     for r in rows:
         if r.worker in by_worker:
@@ -199,6 +217,18 @@ def select_workers(
         }
     )
     return TLDRData(tuple(ranked), train, valid, report)
+
+
+def split_workers(ranked: list[str], m: int, split_seed: int) -> tuple[list[str], list[str]]:
+    """(seen, unseen): ``m`` of the ``ranked`` workers drawn at random (``split_seed``) as
+    unseen, the rest seen, both in rank order (the seen/unseen protocol of low-rank reward-basis
+    work: the reward basis is learned on the seen workers only)."""
+    if not 0 < m < len(ranked):
+        raise DataError(f"unseen workers must be in 1..{len(ranked) - 1}, got {m}")
+    pick = set(np.random.default_rng(np.random.SeedSequence([split_seed, 18])).permutation(
+        len(ranked))[:m].tolist())
+    return ([w for j, w in enumerate(ranked) if j not in pick],
+            [w for j, w in enumerate(ranked) if j in pick])
 
 
 def _parse_row(raw, origin: str, keep_cnndm: bool = False) -> _Row | None:

@@ -87,7 +87,15 @@ class PersonalLoRALinear(nn.Module):
 
     @property
     def n_a(self) -> int:
-        return self.lora_A.shape[0]
+        return self.factor_a().shape[0]
+
+    def factor_a(self) -> torch.Tensor:
+        """The users' A_u, (n_a, r, d_in): ``lora_A``, or for new users fitted as combinations
+        of trained users (:func:`freeze_for_new_users`, ``combine``) sum_i c_{u,i} A_i."""
+        comb = getattr(self, "lora_C", None)
+        if comb is None:
+            return self.lora_A
+        return torch.einsum("un,nrd->urd", comb.to(self.basis_A.dtype), self.basis_A)
 
     @property
     def n_b(self) -> int:
@@ -95,16 +103,18 @@ class PersonalLoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(x)
-        xl = self.lora_dropout(x.to(self.lora_A.dtype))
-        if self.n_a == 1 and self.n_b == 1:
-            delta = (xl @ self.lora_A[0].T) @ self.lora_B[0].T
+        a_all = self.factor_a()
+        xl = self.lora_dropout(x.to(a_all.dtype))
+        n_a = a_all.shape[0]
+        if n_a == 1 and self.n_b == 1:
+            delta = (xl @ a_all[0].T) @ self.lora_B[0].T
         else:
             users = self.ctx.require(x.shape[0])
             flat = xl.reshape(x.shape[0], -1, x.shape[-1])  # (batch, tokens, d_in)
-            if self.n_a == 1:
-                h = flat @ self.lora_A[0].T
+            if n_a == 1:
+                h = flat @ a_all[0].T
             else:
-                h = torch.bmm(flat, self.lora_A[users].transpose(1, 2))  # (batch, tokens, r)
+                h = torch.bmm(flat, a_all[users].transpose(1, 2))  # (batch, tokens, r)
             if self.n_b == 1:
                 delta = h @ self.lora_B[0].T
             else:
@@ -115,7 +125,8 @@ class PersonalLoRALinear(nn.Module):
     def delta_weights(self, n_users: int) -> torch.Tensor:
         """Delta W_u for u = 0..n_users-1, shape (n_users, d_out, d_in)."""
         with torch.no_grad():
-            a = self.lora_A.float().expand(n_users, -1, -1) if self.n_a == 1 else self.lora_A
+            a = self.factor_a().float()
+            a = a.expand(n_users, -1, -1) if self.n_a == 1 else a
             b = self.lora_B.float().expand(n_users, -1, -1) if self.n_b == 1 else self.lora_B
             return self.scaling * torch.bmm(b.float(), a.float())
 
@@ -126,6 +137,36 @@ class PersonalLoRALinear(nn.Module):
                 self.lora_A = nn.Parameter(self.lora_A.data.repeat(n_users, 1, 1))
             if b and self.n_b == 1:
                 self.lora_B = nn.Parameter(self.lora_B.data.repeat(n_users, 1, 1))
+
+
+def freeze_for_new_users(modules, n_new: int, combine: bool = False) -> nn.Parameter | None:
+    """Turn trained P-ShareLoRA layers into ``n_new`` new users' layers (extension, issue 18).
+
+    Every tensor of ``modules`` (frozen base layer, shared B) stays as trained and is frozen;
+    the trained users' A_i (n, r, d_in) are kept as a frozen buffer ``basis_A``. The new users'
+    A_u are either free (``combine`` False: one trainable (r, d_in) matrix per new user and
+    layer, started at the trained users' mean A) or ``sum_i c_{u,i} A_i`` with one weight
+    vector c_u in R^n per new user shared by *all* layers (``combine``: the reward-basis way;
+    n weights per new user in total, started at 1/n, i.e. at the same mean A). Returns the
+    shared weight Parameter (n_new, n) for ``combine``, else None.
+    """
+    modules = list(modules)
+    n_src = {m.lora_A.shape[0] for m in modules}
+    if len(n_src) != 1 or any(m.n_b != 1 for m in modules):
+        raise ValueError("new users need a trained P-ShareLoRA model (one B, one A_i per user)")
+    n = n_src.pop()
+    comb = nn.Parameter(torch.full((n_new, n), 1.0 / n)) if combine else None
+    for m in modules:
+        for p in m.parameters():
+            p.requires_grad_(False)
+        basis = m.lora_A.detach().clone()
+        del m.lora_A
+        m.register_buffer("basis_A", basis)
+        if combine:
+            m.lora_C = comb  # one Parameter registered in every layer (counted once)
+        else:
+            m.lora_A = nn.Parameter(basis.mean(0, keepdim=True).repeat(n_new, 1, 1))
+    return comb
 
 
 class UserHead(nn.Module):

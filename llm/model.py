@@ -217,7 +217,7 @@ def delta_factors(model: RewardModel) -> dict[str, tuple[torch.Tensor, torch.Ten
                 out[_clean_name(name)] = (a.unsqueeze(0), b.unsqueeze(0))
         return out
     for name, m in personal_modules(model.backbone).items():
-        out[_clean_name(name)] = (m.lora_A.detach().float(), m.lora_B.detach().float() * m.scaling)
+        out[_clean_name(name)] = (m.factor_a().detach().float(), m.lora_B.detach().float() * m.scaling)
     return out
 
 

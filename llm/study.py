@@ -1,6 +1,7 @@
 """CPU study: held-out accuracy vs pairs per labeler for the llm methods (Section 5, Fig. 1).
 
     python -m llm.study [--sizes 50,100,...] [--methods global,...] [--seeds 3] [--out DIR]
+    python -m llm.study --new-users ...   (new labelers from the learned subspace: llm.new_user_study)
 
 Data: ``llm.synth`` (heterogeneous, rank-2 labelers; ``--disagreement`` their spread). Model:
 MiniLM-L6, frozen up to its mean-pooled last hidden state f(x) (computed once and cached in
@@ -332,14 +333,22 @@ def summary_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from llm import new_user_study as nus
+
     d = StudyConfig()
     p = OneLineParser(prog="python -m llm.study",
-                      description="CPU study: accuracy vs pairs per labeler (llm.synth data).")
-    p.add_argument("--sizes", default=",".join(map(str, d.sizes)), help="pairs per labeler")
+                      description="CPU study: accuracy vs pairs per labeler (llm.synth data); "
+                                  "with --new-users: new labelers from the learned subspace.")
+    p.add_argument("--sizes", default=None, help="pairs per labeler (default "
+                   f"{','.join(map(str, d.sizes))}; --new-users: "
+                   f"{','.join(map(str, nus.NewUserStudyConfig().sizes))})")
     p.add_argument("--methods", default=",".join(d.methods),
                    help=f"comma-separated, among {', '.join(STUDY_METHODS)}")
-    p.add_argument("--seeds", type=int, default=d.seeds, help="seeds 0..S-1")
-    p.add_argument("--eval-per-labeler", type=int, default=d.eval_per_labeler)
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..S-1 (default 3; "
+                   f"--new-users: {nus.NewUserStudyConfig().seeds})")
+    p.add_argument("--eval-per-labeler", type=int, default=None, help="held-out pairs per "
+                   f"labeler (default {d.eval_per_labeler}; --new-users: "
+                   f"{nus.NewUserStudyConfig().eval_per_labeler})")
     p.add_argument("--disagreement", type=float, default=d.disagreement,
                    help="llm.synth: std of the labelers' personal weights")
     p.add_argument("--epochs", type=float, default=d.epochs)
@@ -348,28 +357,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--max-length", type=int, default=d.max_length)
     p.add_argument("--model", default=d.model, help="backbone with a pooler (default minilm)")
-    p.add_argument("--out", type=Path, default=Path("results/llm-study"))
+    p.add_argument("--out", type=Path, default=None,
+                   help="default results/llm-study (--new-users: results/llm-new-users)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--no-progress", action="store_true")
+    nus.add_arguments(p)
     args = p.parse_args(argv)
     try:
-        sizes = tuple(int(v) for v in args.sizes.split(",") if v.strip())
-        cfg = StudyConfig(
-            sizes=sizes, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-            seeds=args.seeds, eval_per_labeler=args.eval_per_labeler,
-            disagreement=args.disagreement, epochs=args.epochs, lr=args.lr,
-            head_lr=args.head_lr, batch_size=args.batch_size, max_length=args.max_length,
-            model=args.model)
+        if args.new_users:
+            cfg = nus.config_from_args(args)
+        else:
+            sizes = (d.sizes if args.sizes is None
+                     else tuple(int(v) for v in args.sizes.split(",") if v.strip()))
+            cfg = StudyConfig(
+                sizes=sizes, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+                seeds=d.seeds if args.seeds is None else args.seeds,
+                eval_per_labeler=args.eval_per_labeler or d.eval_per_labeler,
+                disagreement=args.disagreement, epochs=args.epochs, lr=args.lr,
+                head_lr=args.head_lr, batch_size=args.batch_size, max_length=args.max_length,
+                model=args.model)
     except ValueError as err:
         p.error(str(err))
     import torch
 
     torch.set_num_threads(max(1, args.threads))
+    run, default_out, summary = ((nus.run_new_user_study, "results/llm-new-users",
+                                  "new_users_summary.md") if args.new_users
+                                 else (run_study, "results/llm-study", "study_summary.md"))
     try:
-        out = run_study(cfg, args.out, progress=not args.no_progress)
+        out = run(cfg, args.out or Path(default_out), progress=not args.no_progress)
     except ValueError as err:
         p.error(str(err))
-    print((out / "study_summary.md").read_text(), end="")
+    print((out / summary).read_text(), end="")
     return 0
 
 

@@ -46,7 +46,7 @@ class FeatureRewardModel:
                 self.head = UserHead(head, n_head, ctx)
 
             def forward(self, x, users):
-                ctx.user_ids = users
+                self.lora.ctx.user_ids = users  # not ``ctx``: a deep copy has its own
                 return self.head(torch.tanh(self.lora(x)))[:, 0]
 
         return Net()
@@ -69,11 +69,15 @@ def _phases(method: str, n_users: int, cfg):
     return [(None, (n, 1, 1), cfg.epochs)]  # shared
 
 
-def train_method(method, cfg, dense, x, choice, users, train_idx, n_users, seed, size):
-    """Train ``method`` on pairs ``train_idx``; returns (score function, optimizer steps)."""
-    import torch
+def train_method(method, cfg, dense, x, choice, users, train_idx, n_users, seed, size,
+                 min_steps: int = 1, cap_batch: bool = False):
+    """Train ``method`` on pairs ``train_idx``; returns (score function, optimizer steps).
 
-    from llm.phases import linear_schedule
+    ``min_steps``: at least this many optimizer steps per phase; ``cap_batch``: batches of at
+    most the phase's pool (the few-shot fits of ``llm.new_user_study``; the defaults give the
+    study's original schedule exactly).
+    """
+    import torch
 
     models, steps_total = {}, 0
     phases = _phases(method, n_users, cfg)
@@ -82,8 +86,9 @@ def train_method(method, cfg, dense, x, choice, users, train_idx, n_users, seed,
     cont = method == "shared-wu"  # one schedule across the warm-up and the personal phase
     pair_counts = [len(train_idx) if p[0] is None else int(np.isin(users_np[train_idx], p[0]).sum())
                    for p in phases]
-    n_steps = [max(1, math.ceil(e * c / cfg.batch_size))
-               for (_, _, e), c in zip(phases, pair_counts)]
+    batches = [min(cfg.batch_size, c) if cap_batch else cfg.batch_size for c in pair_counts]
+    n_steps = [max(min_steps, math.ceil(e * c / b))
+               for (_, _, e), c, b in zip(phases, pair_counts, batches)]
     model = None
     for k, (phase_users, (n_a, n_b, n_head), _epochs) in enumerate(phases):
         torch.manual_seed(_seed(seed, size, mid, k))
@@ -94,39 +99,81 @@ def train_method(method, cfg, dense, x, choice, users, train_idx, n_users, seed,
             model = FeatureRewardModel.build(dense, n_a, n_b, n_head, cfg, gen)
         pool = (train_idx if phase_users is None
                 else train_idx[np.isin(users_np[train_idx], phase_users)])
-        head_ids = {id(p) for p in model.head.parameters()}
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(
-            [{"params": [p for p in params if id(p) not in head_ids], "lr": cfg.lr},
-             {"params": [p for p in params if id(p) in head_ids], "lr": cfg.head_lr}],
-            weight_decay=0.0)
-        total = sum(n_steps) if cont else n_steps[k]
-        offset = sum(n_steps[:k]) if cont else 0
-        warm = math.ceil(cfg.warmup_ratio * total)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s, o=offset, w=warm, t=total: linear_schedule(s + o, w, t))
         rng = np.random.default_rng(np.random.SeedSequence([seed, size, 3000 + k]))
-        need = n_steps[k] * cfg.batch_size
-        order = np.concatenate([pool[rng.permutation(len(pool))]
-                                for _ in range(math.ceil(need / len(pool)))])[:need]
-        for s in range(n_steps[k]):
-            b = torch.from_numpy(order[s * cfg.batch_size : (s + 1) * cfg.batch_size])
-            c = choice[b]
-            xb = torch.cat([x[b, c], x[b, 1 - c]])
-            ub = torch.cat([users[b], users[b]])
-            r = model(xb, ub)
-            loss = -torch.nn.functional.logsigmoid(r[: len(b)] - r[len(b):]).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
+        optimise(model, cfg, x, choice, users, pool, n_steps[k], rng, batches[k],
+                 total=sum(n_steps) if cont else n_steps[k],
+                 offset=sum(n_steps[:k]) if cont else 0)
         steps_total += n_steps[k]
         if phase_users is not None:
             models[phase_users[0]] = model
     if not models:
         models = {None: model}
     return models, steps_total
+
+
+def optimise(model, cfg, x, choice, users, pool, n_steps, rng, batch, total=None, offset=0):
+    """AdamW (LoRA lr ``cfg.lr``, head lr ``cfg.head_lr``, no weight decay) on the
+    Bradley-Terry loss over the pairs ``pool`` (indices into x, choice, users) for ``n_steps``
+    steps of ``batch`` pairs, in ``rng``'s seeded order (pool epoch after epoch), under the
+    linear schedule with warm-up (``total`` steps long, starting at ``offset``). Only
+    parameters with ``requires_grad`` are optimised. Returns the mean loss of each step."""
+    import torch
+
+    from llm.phases import linear_schedule
+
+    total = n_steps if total is None else total
+    head_ids = {id(p) for p in model.head.parameters()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if id(p) not in head_ids], "lr": cfg.lr},
+              {"params": [p for p in params if id(p) in head_ids], "lr": cfg.head_lr}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.0)
+    warm = math.ceil(cfg.warmup_ratio * total)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s, o=offset, w=warm, t=total: linear_schedule(s + o, w, t))
+    need = n_steps * batch
+    order = np.concatenate([pool[rng.permutation(len(pool))]
+                            for _ in range(math.ceil(need / len(pool)))])[:need]
+    losses = []
+    for s in range(n_steps):
+        b = torch.from_numpy(order[s * batch : (s + 1) * batch])
+        c = choice[b]
+        xb = torch.cat([x[b, c], x[b, 1 - c]])
+        ub = torch.cat([users[b], users[b]])
+        r = model(xb, ub)
+        loss = -torch.nn.functional.logsigmoid(r[: len(b)] - r[len(b):]).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def fit_new_users(source, combine, cfg, x, choice, users, pool, n_new, seed, size,
+                  min_steps: int = 1):
+    """New users on a trained ``shared`` study model (extension, issue 18): a copy of
+    ``source`` with its pooler, shared B and head frozen (``llm.lora.freeze_for_new_users``),
+    fitting only each new user's A_u (``combine`` False) or its n_trained combination weights
+    (``combine``) on the pairs ``pool`` (``users`` index the new users 0..n_new-1). The
+    schedule is the study's (``cfg.epochs`` over the pool, batches capped at the pool, at least
+    ``min_steps`` steps). Returns (model, steps, per-step losses)."""
+    import copy
+
+    import torch
+
+    from llm.lora import freeze_for_new_users
+
+    model = copy.deepcopy(source)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    freeze_for_new_users([model.lora], n_new, combine)
+    batch = min(cfg.batch_size, len(pool))
+    n_steps = max(min_steps, math.ceil(cfg.epochs * len(pool) / batch))
+    torch.manual_seed(_seed(seed, size, 50 + int(combine)))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, size, 4000 + int(combine)]))
+    losses = optimise(model, cfg, x, choice, users, pool, n_steps, rng, batch)
+    return model, n_steps, losses
 
 
 def score(models, x, users) -> tuple[np.ndarray, np.ndarray]:

