@@ -28,11 +28,12 @@ import pandas as pd
 
 from sim.cli import OneLineParser
 
-SWEEPS = ("nu", "Np", "N", "tail", "k", "d1")
+SWEEPS = ("nu", "Np", "N", "tail", "k", "d1", "Np_new")
 STUDIES = ("tail-study", "remark3")
 NAMES = SWEEPS + STUDIES
 REMARK3_HI = dict(Np=1600, methods="shared,full", seeds=3)
-VARY_LABEL = {"nu": "ν", "Np": "N_p", "N": "N", "tail": "Σ_tail", "k": "k", "d1": "d1"}
+VARY_LABEL = {"nu": "ν", "Np": "N_p", "N": "N", "tail": "Σ_tail", "k": "k", "d1": "d1",
+               "Np_new": "N_p,new"}
 KNOWN = ["quantity", "vary", "predicted_slope", "measured_slope", "ci_low", "ci_high", "n_points",
          "verdict", "constant_free", "pred_low", "pred_high", "method", "bound"]
 ROOT = Path(__file__).resolve().parents[1]

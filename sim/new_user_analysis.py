@@ -145,6 +145,14 @@ def _crossing(x: np.ndarray, diff: np.ndarray) -> float:
     return float(np.exp(np.log(x[j - 1]) + t * (np.log(x[j]) - np.log(x[j - 1]))))
 
 
+def _quantiles(v: np.ndarray) -> tuple[float, float]:
+    """The CI's order statistics of v (which may hold inf: no crossing on the grid)."""
+    v = np.sort(v)
+    i = np.clip(np.round(np.array([(1 - CI) / 2, (1 + CI) / 2]) * (v.size - 1)).astype(int), 0,
+                v.size - 1)
+    return float(v[i[0]]), float(v[i[1]])
+
+
 def crossover_table(runs: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Per from-scratch method: the measured crossover n_new (seed medians, 95% CI by resampling
     seeds) where it catches `shared`, against theory.new_user.crossover_n with (a) every constant
@@ -167,7 +175,7 @@ def crossover_table(runs: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
         idx = rng.integers(0, ys.shape[1], size=(N_BOOT, ys.shape[1]))
         boots = np.array([_crossing(x, np.nanmedian(ym[:, i], axis=1) - np.nanmedian(ys[:, i], axis=1))
                           for i in idx])
-        lo, hi = np.quantile(boots, [(1 - CI) / 2, (1 + CI) / 2])
+        lo, hi = _quantiles(boots)
         dim = _scratch_dim(m, row)
         a_m, f_m = _fit_a_f(x, np.nanmedian(ym, axis=1))
         fitted = (a_m - a_s) / (f_s - f_m) if f_s > f_m and a_m > a_s else float("inf")

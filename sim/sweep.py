@@ -57,8 +57,10 @@ GRIDS = {
     # S*A = 128 >= d1*d2 = 120 keeps every grid point identifiable (sim.data.check_identifiability).
     "d1": dict(values=[5, 10, 20, 40], base=dict(Np=400, S=32)),
     # New users (extension, sim/new_users.py) of the default training instance: from the
-    # estimation-dominated range (5) past the frozen basis' floor (reached near 1000 at Np=100).
-    "Np_new": dict(values=[5, 10, 20, 50, 100, 200, 400, 800, 1600], base=dict(N_new=10)),
+    # estimation-dominated range (5) past the frozen basis' floor; the grid reaches 6400 so the
+    # from-scratch fits can catch up (chosen after a 3-seed look at 5..320, docs/estimators.md).
+    "Np_new": dict(values=[5, 10, 20, 50, 100, 200, 400, 800, 1600, 3200, 6400],
+                   base=dict(N_new=10)),
 }
 QUICK = dict(values=3, seeds=3)
 INTEGER_FIELDS = ("Np", "N", "k", "d1", "Np_new")
