@@ -2,7 +2,7 @@
 resume) every experiment behind README's "Results" tables, copy the small result files into
 docs/results/, and rewrite README's generated blocks from those files.
 
-Experiments (NAMES): the default sweeps `nu, Np, N, tail, k, d1` (`python -m sim.sweep --vary X`
+Experiments (NAMES): the default sweeps `nu, Np, N, tail, k, d1, Np_new` (`python -m sim.sweep --vary X`
 into results/sweep-X), `tail-study` (`python -m sim.tail_study`, Theorem 4.1 vs B.1) and
 `remark3` (Remark 3: the default d1 sweep plus the same grid at N_p = 1600 for `shared` and
 `full`, seeds 0-2, results/sweep-d1-Np1600). Per experiment docs/results/<name>/ receives slopes.csv,
