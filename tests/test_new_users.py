@@ -198,3 +198,20 @@ def test_config_rejects_bad_np_new():
         SimConfig(Np_new=0)
     with pytest.raises(ValueError, match="N_new"):
         SimConfig(N_new=1.5)
+
+
+def test_floor_lower_bound_matches_the_theory_for_the_simulated_family():
+    """E ||P_perp DeltaTheta*_new||^2 = nu dist^2 + Sigma_tail/N (1 - overlap) for the new users'
+    isotropic head: theory.new_user.representation_floor at c_rep = 1 (Monte Carlo, 4000 users)."""
+    rng = np.random.default_rng(5)
+    N, d1, d2, k, nu, tail = 10, 8, 2, 2, 0.1, 0.3
+    truth = make_ground_truth(N, d1, d2, k, nu, tail, 1.0, rng)
+    b, _, _ = diversity.best_rank_k(truth.delta, k)
+    b_hat = np.linalg.qr(b + 0.3 * rng.normal(size=b.shape))[0]
+    dist = diversity.principal_angle_distance(b_hat, b)
+    new = make_new_users(truth, 4000, rng)
+    perp = np.eye(d1) - b_hat @ b_hat.T
+    floor = np.mean(np.sum((perp @ new.delta) ** 2, axis=(1, 2)))
+    pred = new_user.representation_floor(dist, k * nu, k, tail / N)
+    # the tail's overlap with span B_hat lowers the floor by at most tail/N dist^2/(r - k)
+    assert pred - tail / N * dist**2 / (d1 - k) - 0.03 * pred <= floor <= pred * 1.03
