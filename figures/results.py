@@ -2,7 +2,7 @@
 resume) every experiment behind README's "Results" tables, copy the small result files into
 docs/results/, and rewrite README's generated blocks from those files.
 
-Experiments (NAMES): the default sweeps `nu, Np, N, tail, k, d1` (`python -m sim.sweep --vary X`
+Experiments (NAMES): the default sweeps `nu, Np, N, tail, k, d1, Np_new` (`python -m sim.sweep --vary X`
 into results/sweep-X), `tail-study` (`python -m sim.tail_study`, Theorem 4.1 vs B.1) and
 `remark3` (Remark 3: the default d1 sweep plus the same grid at N_p = 1600 for `shared` and
 `full`, seeds 0-2, results/sweep-d1-Np1600) and `llm-new-users` (`python -m llm.study
@@ -29,11 +29,12 @@ import pandas as pd
 
 from sim.cli import OneLineParser
 
-SWEEPS = ("nu", "Np", "N", "tail", "k", "d1")
+SWEEPS = ("nu", "Np", "N", "tail", "k", "d1", "Np_new")
 STUDIES = ("tail-study", "remark3", "llm-new-users")
 NAMES = SWEEPS + STUDIES
 REMARK3_HI = dict(Np=1600, methods="shared,full", seeds=3)
-VARY_LABEL = {"nu": "ν", "Np": "N_p", "N": "N", "tail": "Σ_tail", "k": "k", "d1": "d1"}
+VARY_LABEL = {"nu": "ν", "Np": "N_p", "N": "N", "tail": "Σ_tail", "k": "k", "d1": "d1",
+               "Np_new": "N_p,new"}
 KNOWN = ["quantity", "vary", "predicted_slope", "measured_slope", "ci_low", "ci_high", "n_points",
          "verdict", "constant_free", "pred_low", "pred_high", "method", "bound"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,8 +91,9 @@ def _copy_sweep(src: Path, dst: Path) -> None:
     runs = pd.read_csv(src / "runs.csv")
     write_analysis(runs, str(runs["vary"].iloc[0]), src)  # the current analysis code
     dst.mkdir(parents=True, exist_ok=True)
-    for f in ("slopes.csv", "summary.md", "sweep.json"):
-        shutil.copy2(src / f, dst / f)
+    for f in ("slopes.csv", "summary.md", "sweep.json", "crossover.csv"):
+        if f != "crossover.csv" or (src / f).exists():  # crossover.csv: Np_new sweeps only
+            shutil.copy2(src / f, dst / f)
     with open(src / "runs.csv", "rb") as fin, gzip.GzipFile(dst / "runs.csv.gz", "wb", mtime=0) as fout:
         shutil.copyfileobj(fin, fout)
 
@@ -270,13 +272,48 @@ def llm_new_users_block(docs: Path) -> str:
     return summary_table(list(csv.DictReader(io.StringIO(text)))).strip()
 
 
+def _ci(v, lo, hi, nd=3) -> str:
+    return f"{_fmt(v, nd)} [{_fmt(lo, nd)}, {_fmt(hi, nd)}]"
+
+
+def new_users_block(docs: Path) -> str:
+    """Held-out users (`--vary Np_new`): est_err_new seed medians per method, the paired
+    differences scratch − shared with 95% CIs, and the crossover n_new against the theory."""
+    from sim.new_user_analysis import comparison_table
+
+    runs = pd.read_csv(docs / "Np_new" / "runs.csv.gz")
+    comp = comparison_table(runs)
+    meds = [c for c in comp.columns if c.startswith("median ")]
+    diffs = [m for m in ("local", "full") if f"{m} − shared" in comp]
+    head = ["N_p,new", *[f"`{c[7:]}`" for c in meds], *[f"{m} − shared (95% CI)" for m in diffs]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in comp.to_dict("records"):
+        cells = [f"{r['Np_new']:g}", *[_fmt(r[c], 3) for c in meds],
+                 *[_ci(r[f"{m} − shared"], r[f"{m} − shared low"], r[f"{m} − shared high"])
+                   for m in diffs]]
+        lines.append("| " + " | ".join(cells) + " |")
+    cross = pd.read_csv(docs / "Np_new" / "crossover.csv")
+    lines += ["", "| from scratch | crossover n_new measured (95% CI) | theory, constants 1 | "
+              "crossing of the fitted a/n + f curves | predicted floor of `shared` | fitted floor |",
+              "|---|---|---|---|---|---|"]
+    for r in cross.to_dict("records"):
+        meas = (f"> {r['grid_max']:g} (not on the grid)" if not pd.notna(r["crossover_measured"])
+                or r["crossover_measured"] == float("inf") else
+                f"{r['crossover_measured']:.0f} [{r['ci_low']:.0f}, {r['ci_high']:.0f}]")
+        lines.append(f"| `{r['method']}` | {meas} | {r['crossover_theory_c1']:.0f} | "
+                     f"{r['crossover_fitted_curves']:.0f} | {r['floor_predicted']:.4f} | "
+                     f"{r['floor_fitted']:.4f} |")
+    return "\n".join(lines)
+
+
 BLOCKS = {"slopes": slopes_block, "levels": levels_block, "tail-study": tail_block,
-          "remark3": remark3_block, "llm-new-users": llm_new_users_block}
+          "remark3": remark3_block, "new-users": new_users_block,
+          "llm-new-users": llm_new_users_block}
 
 
 def render_blocks(docs: Path) -> dict[str, str]:
     return {k: f(docs) for k, f in BLOCKS.items()
-            if k == "slopes" or (docs / {"levels": "Np"}.get(k, k)).exists()}
+            if k == "slopes" or (docs / {"levels": "Np", "new-users": "Np_new"}.get(k, k)).exists()}
 
 
 def readme_blocks(text: str) -> dict[str, str]:

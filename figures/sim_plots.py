@@ -29,9 +29,13 @@ STYLES = {"shared": "-", "local": "--", "full": "-.", "global": ":", "nuclear": 
 DODGE = 0.025
 LABELS = {"dist": "dist(B-hat, B-diamond)", "est_err": "(1/N) sum ||dTheta-hat_i - dTheta*_i||_F^2",
           "gap_pess": "mean value gap, pessimistic", "gap_vanilla": "mean value gap, plug-in",
-          "coverage": "coverage of Delta Theta*_i by R_i"}
+          "coverage": "coverage of Delta Theta*_i by R_i",
+          "gap_pess_new": "new users: mean value gap, pessimistic",
+          "gap_vanilla_new": "new users: mean value gap, plug-in",
+          "coverage_new": "new users: coverage of Delta Theta*_new"}
 VARY_LABELS = {"nu": "nu = sigma_k^2 / N", "tail": "Sigma_tail", "Np": "N_p (comparisons per user)",
-               "N": "N (users)", "k": "k (rank)", "d1": "d1"}
+               "N": "N (users)", "k": "k (rank)", "d1": "d1",
+               "Np_new": "Np_new (comparisons per new user)"}
 
 
 def plot_quantity(runs: pd.DataFrame, slopes: pd.DataFrame, quantity: str, vary: str):
@@ -79,7 +83,17 @@ def make_sweep_figures(result_dir: Path) -> list[Path]:
     runs, slopes = load_runs(result_dir), load_slopes(result_dir)
     vary = str(runs["vary"].iloc[0])
     written = []
-    for quantity in list(dict.fromkeys(list(slopes["quantity"]) + ["gap_vanilla", "coverage"])):
+    extra = ["gap_vanilla", "coverage"]
+    if vary == "Np_new":  # held-out users: their own curves, not the training users'
+        from figures.new_user_plots import plot_new_users
+
+        floor = slopes.loc[(slopes["quantity"] == "est_err_new floor")
+                           & (slopes["method"] == "shared"), "predicted_slope"]
+        fig, _ = plot_new_users(runs, float(floor.iloc[0]) if len(floor) else None)
+        written += save_png_pdf(fig, result_dir / f"est_err_new_vs_{vary}")
+        slopes = slopes[slopes["quantity"] != "est_err_new"]
+        extra = ["gap_pess_new", "gap_vanilla_new", "coverage_new"]
+    for quantity in list(dict.fromkeys(list(slopes["quantity"]) + extra)):
         if quantity not in runs or runs[quantity].isna().all():
             continue
         fig, _ = plot_quantity(runs, slopes, quantity, vary)

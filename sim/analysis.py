@@ -153,6 +153,10 @@ def verdict(pred: float, lo: float, hi: float) -> str:
 
 def compute_slopes(runs: pd.DataFrame, vary: str, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
+    if vary == "Np_new":  # held-out users (extension): sim/new_user_analysis.py
+        from sim.new_user_analysis import new_user_slopes
+
+        return pd.DataFrame(new_user_slopes(runs, rng), columns=SLOPE_COLUMNS)
     rows = []
     first = runs.iloc[0]
     for quantity, methods, bound in CHECKS[vary]:
@@ -274,6 +278,11 @@ def write_analysis(runs: pd.DataFrame, vary: str, out: Path) -> pd.DataFrame:
     tmp = out / "slopes.csv.tmp"
     slopes.to_csv(tmp, index=False, float_format="%.6g")
     tmp.replace(out / "slopes.csv")
+    if vary == "Np_new":
+        from sim.new_user_analysis import crossover_table
+
+        crossover_table(runs).to_csv(out / "crossover.csv.tmp", index=False, float_format="%.6g")
+        (out / "crossover.csv.tmp").replace(out / "crossover.csv")
     (out / "summary.md").write_text(summary_markdown(runs, slopes, vary))
     return slopes
 
@@ -289,8 +298,11 @@ def _md(df: pd.DataFrame, floatfmt=".4g") -> str:
 
 def summary_markdown(runs: pd.DataFrame, slopes: pd.DataFrame, vary: str) -> str:
     seeds = runs["seed"].nunique()
-    med = (runs.groupby(["method", "value"])[["dist", "est_err", "gap_pess", "gap_vanilla",
-                                               "coverage", "acc_heldout"]].median().reset_index())
+    cols = ["dist", "est_err", "gap_pess", "gap_vanilla", "coverage", "acc_heldout"]
+    if vary == "Np_new":
+        cols = ["dist", "est_err_new", "floor_new", "pred_err_new", "gap_pess_new",
+                "gap_vanilla_new", "coverage_new"]
+    med = runs.groupby(["method", "value"])[cols].median().reset_index()
     parts = [
         f"# Sweep over `{vary}`",
         "",
@@ -316,6 +328,10 @@ def summary_markdown(runs: pd.DataFrame, slopes: pd.DataFrame, vary: str) -> str
     ]
     if vary == "d1":
         parts += ["", "## Sample complexity (Remark 3)", "", remark3_markdown(runs)]
+    if vary == "Np_new":
+        from sim.new_user_analysis import markdown
+
+        parts += ["", markdown(runs, _md)]
     if vary in ("Np", "N", "k", "d1"):
         parts += ["", "## Bracketing check (Proposition 1)", "",
                   "Median of est_err * N * Np / dim, dim = k(d1+N d2) (shared), N k(d1+d2) (local), "

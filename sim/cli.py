@@ -166,6 +166,6 @@ def sim_instance_bytes(cfg) -> float:
     comparisons (several copies: x0, x1, their difference, the padded per-user layout), the
     MDP's transitions and features, and every user's policies. Used only to refuse sizes
     that cannot fit, not to plan memory."""
-    comparisons = cfg.N * (cfg.Np + cfg.n_test)
+    comparisons = cfg.N * (cfg.Np + cfg.n_test) + getattr(cfg, "N_new", 0) * getattr(cfg, "Np_new", 0)
     return 8.0 * (6 * comparisons * cfg.d1 * cfg.d2 + 2 * cfg.H * cfg.S * cfg.A * cfg.S
                   + 2 * cfg.S * cfg.A * cfg.d1 * cfg.d2 + 4 * cfg.N * cfg.H * cfg.S * cfg.A)

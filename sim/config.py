@@ -85,6 +85,11 @@ class SimConfig:
     """Solver of Eq. 3.7: 'lp' (simplicial decomposition with backward-induction pricing LPs,
     certified to 1e-9) or 'socp' (cvxpy + Clarabel, certified by backward induction); see
     docs/pessimism.md."""
+    N_new: int = 0
+    """Held-out users scored with what each method learned (extension, issue 18; 0 = off, the
+    new-user columns of runs.csv are then empty). sim/new_users.py, docs/estimators.md."""
+    Np_new: int = 20
+    """Comparisons per held-out user (used when N_new > 0)."""
 
     def __post_init__(self):
         for name in ("N", "Np", "d1", "d2", "k", "S", "A", "H", "n_test", "n_boot"):
@@ -92,6 +97,16 @@ class SimConfig:
             if int(v) != v or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v}")
             object.__setattr__(self, name, int(v))
+        if int(self.N_new) != self.N_new or self.N_new < 0:
+            raise ValueError(f"N_new must be a non-negative integer, got {self.N_new}")
+        object.__setattr__(self, "N_new", int(self.N_new))
+        if int(self.Np_new) != self.Np_new or self.Np_new < 1:
+            raise ValueError(f"Np_new must be a positive integer, got {self.Np_new}")
+        object.__setattr__(self, "Np_new", int(self.Np_new))
+        if self.N_new and (self.radius != "calibrated" or self.confidence_set != "ball"):
+            raise ValueError("N_new > 0 needs radius='calibrated' and confidence_set='ball' "
+                             "(the new users' sets are calibrated on what was fitted), got "
+                             f"radius={self.radius!r}, confidence_set={self.confidence_set!r}")
         if not 0 < self.delta < 1:
             raise ValueError(f"delta must lie in (0, 1), got {self.delta}")
         if self.behaviour not in BEHAVIOURS:

@@ -84,6 +84,10 @@ def trs_ball(H: np.ndarray, b: np.ndarray, R: np.ndarray) -> np.ndarray:
     null = e <= tiny
     btiny = 1e-13 * np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-300)
     unbounded = np.any(null & (np.abs(beta) > btiny), axis=1)
+    # b's share of a null direction below btiny is rounding (b lies in H's range): zero it, or
+    # 0/0 at lam = 0 stops the secular iteration there and the rescaled minimum-norm point,
+    # which is not the minimiser, is returned (found by tests/test_new_users.py at m < p)
+    beta = np.where(null & ~unbounded[:, None] & (np.abs(beta) <= btiny), 0.0, beta)
     coef0 = np.where(null, 0.0, beta / np.where(null, 1.0, e))
     norm0 = np.linalg.norm(coef0, axis=1)
     R = np.broadcast_to(np.asarray(R, dtype=float), norm0.shape)
@@ -97,8 +101,8 @@ def trs_ball(H: np.ndarray, b: np.ndarray, R: np.ndarray) -> np.ndarray:
         den = e[todo] + lam[todo, None]
         bt = beta[todo]
         with np.errstate(divide="ignore", invalid="ignore"):
-            n2 = np.sum(bt**2 / den**2, axis=1)
-            d2 = np.sum(bt**2 / den**3, axis=1)
+            n2 = np.sum(np.where(bt == 0, 0.0, bt**2 / den**2), axis=1)
+            d2 = np.sum(np.where(bt == 0, 0.0, bt**2 / den**3), axis=1)
             norm = np.sqrt(n2)
             phi = 1.0 / norm - 1.0 / R[todo]
             step = np.where(d2 > 0, phi * n2 * norm / d2, 0.0)
@@ -108,7 +112,8 @@ def trs_ball(H: np.ndarray, b: np.ndarray, R: np.ndarray) -> np.ndarray:
         sub = np.flatnonzero(todo)
         todo[sub[done | (step == 0)]] = False
     with np.errstate(divide="ignore", invalid="ignore"):
-        coef = np.where(interior[:, None], coef0, beta / (e + lam[:, None]))
+        coef = np.where(interior[:, None], coef0,
+                        np.where(beta == 0, 0.0, beta / (e + lam[:, None])))
     coef = np.nan_to_num(coef)
     u = -np.einsum("gpq,gq->gp", Q, coef)
     norm = np.linalg.norm(u, axis=1)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim import bootstrap, confidence, estimators, policy
+from sim import bootstrap, confidence, estimators, new_users, policy
 from sim.config import SimConfig
 from sim.data import behaviour_policy, check_identifiability, empirical_policy, make_preferences
 from sim.mdp import random_mdp, trap_base, trap_behaviour, trap_mdp
@@ -54,6 +54,8 @@ def heldout_accuracy(theta_hat: np.ndarray, test) -> float:
 def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = None) -> list[dict]:
     """All runs.csv rows (one per method) for one config and seed."""
     mdp, truth, mu, train, test = build_instance(cfg, seed)
+    new = (new_users.build_new_users(cfg, truth, mdp, mu, np.random.SeedSequence(seed).spawn(6)[4:])
+           if cfg.N_new else None)  # streams 4, 5: the training instance's streams are untouched
     b_diamond, _, _ = diversity.best_rank_k(truth.delta, cfg.k)
     bias = diversity.per_user_bias(truth.delta, cfg.k)
     solver = policy.PessimisticSolver(mdp, mu, solver=cfg.policy_solver)
@@ -83,16 +85,11 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
         else:
             metric, zeta = None, _radius(cfg, method, est, train, truth, seed)
         t0 = time.perf_counter()
-        gaps_p, gaps_v, pis, cert = [], [], [], []
-        for i in range(cfg.N):
-            res = solver.solve(theta_hat[i], float(zeta[i]),
-                               metric=None if metric is None else metric[i],
-                               ref_policy=None if refs is None else refs[i])
-            cert.append(res.upper_bound - res.objective)
-            gaps_p.append(policy.value_gap(mdp, truth.theta[i], res.pi))
-            gaps_v.append(policy.value_gap(mdp, truth.theta[i], policy.vanilla_policy(mdp, theta_hat[i])))
-            pis.append(res.pi)
+        gaps_p, gaps_v, pis, cert = policy_gaps(mdp, solver, truth.theta, theta_hat, zeta, metric,
+                                                refs)
         policy_s = time.perf_counter() - t0
+        new_cols = (_score_new_users(cfg, method, est, new, b_diamond, zeta, mdp, mu, solver)
+                    if new is not None else new_users.empty_columns())
         dist = (diversity.principal_angle_distance(est.basis, b_diamond)
                 if est.basis is not None else float("nan"))
         rows.append(dict(
@@ -107,12 +104,46 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
             rank_hat=int(np.linalg.matrix_rank(diversity.aggregate(est.delta), tol=1e-8)),
             n_starts=int(est.info["n_starts"]), nll_spread=float(est.info["nll_spread"]),
             fit_converged=bool(est.info["converged"]), fit_gap=float(est.info["gap"]),
-            **common, fit_s=fit_s, policy_s=policy_s,
+            **common, fit_s=fit_s, policy_s=policy_s, **new_cols,
         ))
         saved[method] = dict(delta=est.delta, zeta=zeta, pi=np.stack(pis))
     if artifacts is not None:
         _save_artifacts(artifacts, mdp, truth, mu, saved)
     return rows
+
+
+def policy_gaps(mdp, solver, theta_true: np.ndarray, theta_hat: np.ndarray, zeta: np.ndarray,
+                metric=None, refs=None):
+    """Eq. 3.7 per user and the exact value gaps: (pessimistic gaps, plug-in gaps, policies,
+    certified optimality gaps), each a list over users. theta_true, theta_hat: (n, d1, d2);
+    zeta: (n,); metric: (n, D, D) or None; refs: per-user reference policies (n, H, S, A) or None."""
+    gaps_p, gaps_v, pis, cert = [], [], [], []
+    for i in range(theta_hat.shape[0]):
+        res = solver.solve(theta_hat[i], float(zeta[i]),
+                           metric=None if metric is None else metric[i],
+                           ref_policy=None if refs is None else refs[i])
+        cert.append(res.upper_bound - res.objective)
+        gaps_p.append(policy.value_gap(mdp, theta_true[i], res.pi))
+        gaps_v.append(policy.value_gap(mdp, theta_true[i], policy.vanilla_policy(mdp, theta_hat[i])))
+        pis.append(res.pi)
+    return gaps_p, gaps_v, pis, cert
+
+
+def _score_new_users(cfg: SimConfig, method: str, est, new, b_diamond, zeta_train, mdp, mu,
+                     solver) -> dict:
+    """The new-user columns of runs.csv (sim.new_users.COLUMNS) for one method."""
+    delta_hat, zeta, fit_gap = new_users.personalise(method, est, new, cfg.k, cfg.B, b_diamond,
+                                                     cfg.delta, zeta_train)
+    t = new.truth
+    refs = empirical_policy(new.train, mu) if cfg.ref_policy == "empirical" else None
+    gaps_p, gaps_v, _, cert = policy_gaps(mdp, solver, t.theta, t.init + delta_hat, zeta, None, refs)
+    return dict(
+        est_err_new=float(np.mean(np.sum((delta_hat - t.delta) ** 2, axis=(1, 2)))),
+        pred_err_new=prediction_error(delta_hat, t.delta, new.train),
+        gap_pess_new=float(np.mean(gaps_p)), gap_vanilla_new=float(np.mean(gaps_v)),
+        coverage_new=float(confidence.coverage(t.delta, delta_hat, zeta)),
+        zeta_new=float(np.mean(zeta)), floor_new=new_users.frozen_floor(method, est, new, b_diamond),
+        fit_gap_new=fit_gap, policy_cert_gap_new=float(np.max(cert)))
 
 
 def prediction_error(delta_hat: np.ndarray, delta_true: np.ndarray, data) -> float:

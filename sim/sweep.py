@@ -1,6 +1,7 @@
-"""`python -m sim.sweep --vary {nu,tail,Np,N,k,d1}`: run Algorithm 1 over a grid and seeds, then
-fit log-log slopes against the paper's bounds (Theorem 4.1/B.1, Theorem 4.2, Corollary 4.1,
-Proposition 1, Remark 3) and draw the figures. Outputs and columns: docs/formats.md.
+"""`python -m sim.sweep --vary {nu,tail,Np,N,k,d1,Np_new}`: run Algorithm 1 over a grid and seeds,
+then fit log-log slopes against the paper's bounds (Theorem 4.1/B.1, Theorem 4.2, Corollary 4.1,
+Proposition 1, Remark 3; for Np_new the new-user extension of theory/new_user.py) and draw the
+figures. Outputs and columns: docs/formats.md.
 
 Each (value, seed) task writes its rows to ``parts/`` atomically (temp file + rename) as soon as
 it finishes, so an interrupted sweep (Ctrl-C, kill -9) loses nothing finished; re-running the
@@ -41,7 +42,7 @@ from sim.parts import (
     write_part,
 )
 
-VARY = ("nu", "tail", "Np", "N", "k", "d1")
+VARY = ("nu", "tail", "Np", "N", "k", "d1", "Np_new")
 SPEC_KEYS = ("vary", "base", "methods")  # a re-run must agree on these to resume
 SWEEP_METHODS = ("shared", "local", "full", "global", "nuclear", "zero", "oracle")
 DEFAULT_METHODS = ("shared", "local", "full", "global", "zero", "oracle")
@@ -55,9 +56,14 @@ GRIDS = {
     "k": dict(values=[1, 2, 3, 4], base=dict(nu=0.05)),
     # S*A = 128 >= d1*d2 = 120 keeps every grid point identifiable (sim.data.check_identifiability).
     "d1": dict(values=[5, 10, 20, 40], base=dict(Np=400, S=32)),
+    # New users (extension, sim/new_users.py) of the default training instance: from the
+    # estimation-dominated range (5) past the frozen basis' floor; the grid reaches 6400 so the
+    # from-scratch fits can catch up (chosen after a 3-seed look at 5..320, docs/estimators.md).
+    "Np_new": dict(values=[5, 10, 20, 50, 100, 200, 400, 800, 1600, 3200, 6400],
+                   base=dict(N_new=10)),
 }
 QUICK = dict(values=3, seeds=3)
-INTEGER_FIELDS = ("Np", "N", "k", "d1")
+INTEGER_FIELDS = ("Np", "N", "k", "d1", "Np_new")
 
 
 class SweepError(CliError):
@@ -135,6 +141,8 @@ def plan(args: argparse.Namespace) -> tuple[SimConfig, list, list[int], list[str
         cfg = SimConfig(**base)
     except (ValueError, TypeError) as e:
         raise SweepError(f"bad base config (--set or the grid's base): {e}") from None
+    if args.vary == "Np_new" and cfg.N_new < 1:
+        raise SweepError(f"--vary Np_new needs held-out users: N_new >= 1, got {cfg.N_new}")
     try:
         for v in values:
             if v <= 0:

@@ -111,3 +111,32 @@ def test_ball_logistic_feasible_and_no_worse_than_feasible_points(seed, R, p):
 def test_radius_must_be_positive():
     with pytest.raises(ValueError, match="radius"):
         ball_logistic(np.ones((1, 2, 2)), np.zeros((1, 2)), np.ones((1, 2)), np.ones((1, 2)), 0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_trs_singular_hessian_with_b_in_its_range(seed):
+    """H of rank r < p (fewer comparisons than parameters) and b in H's range with
+    ||H^+ b|| > R: the minimiser lies on the sphere with (H + lam I) u = -b, lam > 0 (KKT).
+    Before the fix the secular iteration stopped at lam = 0 (0/0 on the null direction) and
+    returned the rescaled minimum-norm point, an ascent direction of the Newton step."""
+    rng = np.random.default_rng(seed)
+    p = 6
+    # an exactly representable eigenbasis (a signed permutation), so b's null share is exactly 0
+    Q = np.eye(p)[rng.permutation(p)] * rng.choice([-1.0, 1.0], size=p)
+    e = np.r_[0.0, rng.uniform(1.0, 2.0, size=p - 1)]       # one null direction
+    H = (Q * e) @ Q.T
+    beta = np.r_[0.0, 0.9 * e[1:] * rng.choice([-1, 1], size=p - 1)]  # b in H's range
+    b = Q @ beta
+    # |beta_j| <= R e_j for every j, so the secular iteration starts at lam = 0, yet
+    # ||H^+ b|| = 0.9 sqrt(p - 1) > R: the minimiser is on the sphere with lam > 0
+    R = 1.0
+    u = trs_ball(H[None], b[None], np.array([R]))[0]
+    assert np.linalg.norm(u) == pytest.approx(R, rel=1e-9)
+    lam = -(u @ (H @ u + b)) / (u @ u)
+    assert lam > 0
+    np.testing.assert_allclose(H @ u + lam * u, -b, atol=1e-8 * np.linalg.norm(b))
+    model = lambda x: 0.5 * x @ H @ x + b @ x  # noqa: E731
+    for _ in range(200):  # no feasible point does better
+        x = rng.normal(size=p)
+        x *= R * rng.random() ** (1 / p) / np.linalg.norm(x)
+        assert model(u) <= model(x) + 1e-12

@@ -4,6 +4,8 @@
   b_i of Theorem 4.2, Definition A.1 (principal-angle distance).
 - :mod:`theory.bounds` -- right-hand sides of Theorem 4.1 / B.1, Theorem 4.2, Corollary 4.1,
   Proposition 1, Remark 3, the class analogue of Corollary 4.1 and the confidence radius of Eq. B.1 / C.3.
+- :mod:`theory.new_user` -- EXTENSION, not in the paper: a new user fitted on a frozen B_hat
+  (rates, floor, crossover with a from-scratch fit; derivation in theory/README.md).
 """
 
 from theory.bounds import (
