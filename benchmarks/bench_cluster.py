@@ -48,16 +48,16 @@ def _load() -> float:
 
 def _warm() -> int:
     """Import what a run needs and hold the worker a moment, so each worker gets one."""
-    import sim.pipeline  # noqa: F401
+    import sim.experiments.pipeline  # noqa: F401
 
     time.sleep(1.0)
     return os.getpid()
 
 
 def sweep_once(backend: str, jobs: int, argv: list[str], out: Path) -> dict:
-    from sim.backends import task_runner
-    from sim.parts import part_name, write_part
-    from sim.sweep import _run_task, parse_args, plan
+    from figures.files import part_name, write_part
+    from sim.experiments.backends import task_runner
+    from sim.experiments.sweep import _run_task, parse_args, plan
 
     args = parse_args([*argv, "--out", str(out)])
     cfg, values, seeds, methods = plan(args)
@@ -134,7 +134,7 @@ def bench_train(mode: str, repeats: int) -> pd.DataFrame:
 
 
 def main(argv=None) -> int:
-    from sim.cli import OneLineParser
+    from figures.cli import OneLineParser
 
     p = OneLineParser(prog="python -m benchmarks.bench_cluster", description=__doc__.split("\n")[0])
     p.add_argument("--parts", default="sweep,train")

@@ -21,11 +21,11 @@ import time
 
 import numpy as np
 
-from sim.cli import OneLineParser
-from sim.data import behaviour_policy, make_preferences
-from sim.estimators import _layout, _LowRank, fit
-from sim.mdp import random_mdp
-from sim.truth import make_ground_truth
+from figures.cli import OneLineParser
+from sim.estimation.estimators import _layout, _LowRank, fit
+from sim.model.data import behaviour_policy, make_preferences
+from sim.model.mdp import random_mdp
+from sim.model.truth import make_ground_truth
 
 N, D1, D2, K, NP = 50, 20, 4, 3, 500
 NU, TAIL, B = 0.15, 0.05, 1.0

@@ -26,8 +26,8 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from sim.cli import OneLineParser  # noqa: E402
-from sim.mdp import random_mdp  # noqa: E402
+from figures.cli import OneLineParser  # noqa: E402
+from sim.model.mdp import random_mdp  # noqa: E402
 from sim.policy import PessimisticSolver  # noqa: E402
 
 

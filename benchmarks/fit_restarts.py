@@ -20,11 +20,11 @@ import time
 
 import numpy as np
 
-from sim.cli import OneLineParser
-from sim.config import SimConfig
-from sim.estimators import _layout, fit
-from sim.lowrank import MAX_STARTS, _LowRank, _newton, random_bases
-from sim.pipeline import build_instance
+from figures.cli import OneLineParser
+from sim.estimation.estimators import _layout, fit
+from sim.estimation.lowrank import MAX_STARTS, _LowRank, _newton, random_bases
+from sim.experiments.pipeline import build_instance
+from sim.model.config import SimConfig
 
 REL = 1e-6
 

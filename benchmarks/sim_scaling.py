@@ -36,10 +36,10 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from sim.analysis import loglog_slope
-from sim.cli import CliError, OneLineParser, check_out_dir
-from sim.config import SimConfig
-from sim.pipeline import build_instance
+from figures.cli import CliError, OneLineParser, check_out_dir
+from sim.experiments.analysis import loglog_slope
+from sim.experiments.pipeline import build_instance
+from sim.model.config import SimConfig
 
 PARTS = ("fit", "policy", "sweep", "profile", "seeds")
 # Grids per mode: (Np values at fixed N, N values at fixed Np, d1 values, (S, A, H) sizes).
@@ -70,7 +70,7 @@ def instance(cfg: SimConfig, seed: int = 0):
 
 def fit_scaling(grid: dict, repeats: int, method: str = "shared") -> pd.DataFrame:
     """Fit time of ``method`` along three axes around the default SimConfig."""
-    from sim.estimators import fit
+    from sim.estimation.estimators import fit
 
     base = SimConfig()
     points = [("Np", dict(Np=v)) for v in grid["Np"]] + [("N", dict(N=v)) for v in grid["N"]]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from sim.cli import OneLineParser
+from figures.cli import OneLineParser
 
 
 def _plan(d: Path) -> tuple[str, list[Path], object]:
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     dirs = [Path(d) for d in args.dirs] or sorted(d for d in Path("results").glob("*") if d.is_dir())
     if not dirs:
         return p.fail("no result directories given and none under results/")
-    from sim.parts import ResultError
+    from figures.files import ResultError
 
     plans = []
     for d in dirs:  # validate everything before writing anything
@@ -66,7 +66,9 @@ def main(argv=None) -> int:
             written += make_study_figure(d)
         elif kind == "sweep":
             from figures.sim_plots import make_sweep_figures
-            from sim.analysis import write_analysis  # slopes/summary are tables: rebuild them too
+            from sim.experiments.analysis import (
+                write_analysis,  # slopes/summary are tables: rebuild them too
+            )
 
             write_analysis(runs, str(runs["vary"].iloc[0]), d)
             written += [d / "slopes.csv", d / "summary.md"] + make_sweep_figures(d)

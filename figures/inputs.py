@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.parts import ResultError, read_csv_checked, read_json_checked
+from figures.files import ResultError, read_csv_checked, read_json_checked
 
 #: Columns every runs.csv of a sweep has (docs/formats.md), and those that must be set.
 RUNS_COLUMNS = ("vary", "value", "seed", "method", "N", "Np", "d1", "d2", "k", "nu", "tail",

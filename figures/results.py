@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sim.cli import OneLineParser
+from figures.cli import OneLineParser
 
 SWEEPS = ("nu", "Np", "N", "tail", "k", "d1", "Np_new")
 STUDIES = ("tail-study", "remark3", "llm-new-users")
@@ -86,7 +86,7 @@ def run(name: str, jobs: int, results: Path, fresh: bool) -> tuple[int, float, s
 
 
 def _copy_sweep(src: Path, dst: Path) -> None:
-    from sim.analysis import write_analysis
+    from sim.experiments.analysis import write_analysis
 
     runs = pd.read_csv(src / "runs.csv")
     write_analysis(runs, str(runs["vary"].iloc[0]), src)  # the current analysis code
@@ -105,7 +105,7 @@ def collect(name: str, results: Path, docs: Path) -> None:
         _copy_sweep(results / f"sweep-{name}", dst)
         _copy_figures(results / f"sweep-{name}")
     elif name == "tail-study":
-        from sim import tail_study
+        from sim.experiments import tail_study
 
         if tail_study.main(["--out", str(results / "tail-study"), "--analyse-only"]):
             raise FileNotFoundError(f"{results / 'tail-study'} is incomplete")
@@ -126,7 +126,7 @@ def collect(name: str, results: Path, docs: Path) -> None:
             shutil.copyfileobj(fin, fout)
         shutil.copy2(src / "llm_new_users_accuracy.png", ROOT / "docs" / "figures")
     else:
-        from sim.analysis import remark3_markdown, remark3_table
+        from sim.experiments.analysis import remark3_markdown, remark3_table
 
         hi = results / f"sweep-d1-Np{REMARK3_HI['Np']}"
         lo_runs, hi_runs = pd.read_csv(results / "sweep-d1" / "runs.csv"), pd.read_csv(hi / "runs.csv")
@@ -182,7 +182,7 @@ def _fmt(v, nd=2) -> str:
 
 
 def _vary_label(spec: dict) -> str:
-    from sim.config import SimConfig
+    from sim.model.config import SimConfig
 
     default = SimConfig().as_dict()
     changed = [f"{VARY_LABEL.get(k, k)}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
@@ -279,7 +279,7 @@ def _ci(v, lo, hi, nd=3) -> str:
 def new_users_block(docs: Path) -> str:
     """Held-out users (`--vary Np_new`): est_err_new seed medians per method, the paired
     differences scratch − shared with 95% CIs, and the crossover n_new against the theory."""
-    from sim.new_user_analysis import comparison_table
+    from sim.experiments.new_user_analysis import comparison_table
 
     runs = pd.read_csv(docs / "Np_new" / "runs.csv.gz")
     comp = comparison_table(runs)

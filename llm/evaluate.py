@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.cli import OneLineParser
+from figures.cli import OneLineParser
 
 METRICS_COLUMNS = (
     "method", "model", "labeler", "n_eval", "accuracy", "accuracy_tie_half",
@@ -85,7 +85,7 @@ def metrics_rows(cfg, per_labeler: list[dict], steps: dict | None = None) -> lis
 
 def write_csv(path: Path, rows: list[dict], columns: tuple[str, ...]) -> None:
     """Write atomically, then the completeness marker path.ok (sim.parts, docs/formats.md)."""
-    from sim.parts import write_checked
+    from figures.files import write_checked
 
     fh = io.StringIO(newline="")
     w = csv.DictWriter(fh, fieldnames=list(columns))
@@ -172,9 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(d) for d in args.dirs if not (d / "metrics.csv" if d.is_dir() else d).exists()]
     if missing:
         return parser.fail(f"no metrics.csv in {', '.join(missing)}")
+    from figures.cli import CliError, check_out_dir
+    from figures.files import ResultError
     from figures.inputs import load_metrics  # the validated reader (docs/formats.md)
-    from sim.cli import CliError, check_out_dir
-    from sim.parts import ResultError
 
     try:
         if args.out:

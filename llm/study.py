@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from figures.cli import OneLineParser
 from llm.study_model import STUDY_METHODS, score, train_method  # noqa: F401
-from sim.cli import OneLineParser
 
 DEFAULT_METHODS = ("global", "local", "shared", "shared-wu", "share-rep")
 STOP_ENV = "LLM_STUDY_STOP_AFTER_RUNS"  # test hook: exit 3 after this many new runs

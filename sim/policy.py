@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from sim.mdp import TabularMDP, backward_induction, check_policy, occupancy, value
+from sim.model.mdp import TabularMDP, backward_induction, check_policy, occupancy, value
 from sim.simplicial import master_step, objective, tip_step
 from sim.socp import OccupancySOCP
 

@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from sim.mdp import TabularMDP
+from sim.model.mdp import TabularMDP
 
 #: Clarabel tolerances: 1e-8 is the tightest at which it reliably reports "optimal" here
 #: (1e-10 gives "optimal_inaccurate" on some instances).

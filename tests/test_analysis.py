@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim import analysis
+from sim.experiments import analysis
 
 
 def _runs(vary="Np", values=(50, 100, 200, 400, 800), tail=0.0, seeds=4, rate=-1.0):

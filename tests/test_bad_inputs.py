@@ -24,13 +24,13 @@ import llm.data as llm_data
 import llm.evaluate as llm_evaluate
 import llm.synth as llm_synth
 import llm.train as llm_train
-import sim.algorithm1 as algorithm1
-import sim.coverage as coverage
-import sim.demo as demo
-import sim.sweep as sweep
+import sim.experiments.algorithm1 as algorithm1
+import sim.experiments.coverage as coverage
+import sim.experiments.demo as demo
+import sim.experiments.sweep as sweep
+from figures import files
 from figures.inputs import RUNS_COLUMNS
 from llm.evaluate import METRICS_COLUMNS
-from sim import parts
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "tldr_tiny"
@@ -59,11 +59,11 @@ def _sweep_dir(work: Path, runs: bytes | None = None, marker=True, spec=True) ->
     if spec:
         (d / "sweep.json").write_text(json.dumps(dict(vary="nu", values=[0.05, 0.1], seeds=[0, 1],
                                                       methods=["shared", "local"], base={})))
-    parts.write_csv_atomic(df, d / "runs.csv")
+    files.write_csv_atomic(df, d / "runs.csv")
     if runs is not None:
         (d / "runs.csv").write_bytes(runs)
     if not marker:
-        parts.marker_path(d / "runs.csv").unlink()
+        files.marker_path(d / "runs.csv").unlink()
     return str(d)
 
 

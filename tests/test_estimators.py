@@ -6,8 +6,7 @@ import cvxpy as cp
 import numpy as np
 import pytest
 
-from sim.data import PreferenceData, behaviour_policy, make_preferences
-from sim.estimators import (
+from sim.estimation.estimators import (
     METHODS,
     _layout,
     _LowRank,
@@ -15,9 +14,10 @@ from sim.estimators import (
     negative_log_likelihood,
     nll_gradient,
 )
-from sim.lowrank import _lbfgs, _newton, random_bases
-from sim.mdp import random_mdp
-from sim.truth import make_ground_truth
+from sim.estimation.lowrank import _lbfgs, _newton, random_bases
+from sim.model.data import PreferenceData, behaviour_policy, make_preferences
+from sim.model.mdp import random_mdp
+from sim.model.truth import make_ground_truth
 from theory.diversity import aggregate, best_rank_k, principal_angle_distance
 
 
@@ -295,7 +295,7 @@ def test_stalled_fits_are_not_converged():
 
 def test_prediction_error_by_hand():
     """pred_err = (1/N) sum_i mean_j <x_j, e_i>^2 (Sigma_hat_i the second moment)."""
-    from sim.pipeline import prediction_error, warn_unconverged
+    from sim.experiments.pipeline import prediction_error, warn_unconverged
 
     x0 = np.array([[[1.0], [0.0]], [[0.0], [2.0]], [[1.0], [1.0]]])
     data = PreferenceData(np.array([0, 0, 1]), x0, np.zeros_like(x0), np.array([1, 0, 1]), 2)

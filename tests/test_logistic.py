@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.logistic import ball_logistic, logistic_loss, pad_index, trs_ball
+from sim.estimation.logistic import ball_logistic, logistic_loss, pad_index, trs_ball
 
 
 def _cvxpy_ball_logistic(A, c, o, R):

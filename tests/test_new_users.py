@@ -15,12 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.config import SimConfig
-from sim.data import PreferenceData, make_preferences
-from sim.mdp import random_mdp
-from sim.new_users import fit_frozen, make_new_users
-from sim.pipeline import run_instance
-from sim.truth import make_ground_truth
+from sim.experiments.new_users import fit_frozen, make_new_users
+from sim.experiments.pipeline import run_instance
+from sim.model.config import SimConfig
+from sim.model.data import PreferenceData, make_preferences
+from sim.model.mdp import random_mdp
+from sim.model.truth import make_ground_truth
 from theory import diversity, new_user
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.mdp import TabularMDP, occupancy, random_mdp, value
+from sim.model.mdp import TabularMDP, occupancy, random_mdp, value
 from sim.policy import (
     PessimisticSolver,
     extract_policy,

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from figures import results
-from sim.analysis import compute_slopes
+from sim.experiments.analysis import compute_slopes
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "results"

@@ -200,7 +200,7 @@ def test_class_gap_bounds_use_each_class():
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**31), frac=st.floats(0.01, 0.8), nu=st.floats(0.02, 0.12))
 def test_class_biases_bound_the_classes_approximation_errors(seed, frac, nu):
-    from sim.truth import make_ground_truth
+    from sim.model.truth import make_ground_truth
 
     N, d1, d2, k = 10, 8, 3, 2
     tail = frac * (d1 - k) * nu * N  # keeps the spectral gap sigma_k > sigma_{k+1}

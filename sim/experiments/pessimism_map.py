@@ -31,12 +31,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from sim import confidence, estimators, parts, policy  # noqa: E402
-from sim.algorithm1 import _ci  # noqa: E402
-from sim.cli import OneLineParser  # noqa: E402
-from sim.config import CONFIDENCE_SETS, SimConfig  # noqa: E402
-from sim.mdp import backward_induction, value  # noqa: E402
-from sim.pipeline import _radius, build_instance  # noqa: E402
+from figures import files  # noqa: E402
+from figures.cli import OneLineParser  # noqa: E402
+from sim import policy  # noqa: E402
+from sim.confidence import sets  # noqa: E402
+from sim.estimation import estimators  # noqa: E402
+from sim.experiments.algorithm1 import _ci  # noqa: E402
+from sim.experiments.pipeline import _radius, build_instance  # noqa: E402
+from sim.model.config import CONFIDENCE_SETS, SimConfig  # noqa: E402
+from sim.model.mdp import backward_induction, value  # noqa: E402
 
 METHODS = ("shared", "local", "full", "global")
 
@@ -76,7 +79,7 @@ def run_cell(cfg: SimConfig, seed: int, methods=METHODS) -> list[dict]:
         for cset in CONFIDENCE_SETS:
             c = cfg.with_(confidence_set=cset)
             if cset == "sigma_d":
-                metric, zeta = confidence.sigma_d_ellipsoid(method, est, train, c.k, c.B, c.delta,
+                metric, zeta = sets.sigma_d_ellipsoid(method, est, train, c.k, c.B, c.delta,
                                                             init=truth.init)
             else:
                 metric, zeta = None, _radius(c, method, est, train, truth, seed)
@@ -89,7 +92,7 @@ def run_cell(cfg: SimConfig, seed: int, methods=METHODS) -> list[dict]:
                 **c.as_dict(), seed=seed, method=method,
                 gap_pess=float(np.mean(gaps_p)), gap_vanilla=float(np.mean(gaps_v)),
                 gap_ref=gap_ref,
-                coverage=confidence.coverage(truth.delta, est.delta, zeta, metric),
+                coverage=sets.coverage(truth.delta, est.delta, zeta, metric),
                 zeta=float(np.mean(zeta)),
                 at_ref=float(np.mean([r.n_lp == 0 and r.objective == 0.0 for r in res])),
                 n_lp=float(np.mean([r.n_lp for r in res])),
@@ -145,27 +148,27 @@ def main(argv=None) -> int:
         cfgs = instance_configs(SimConfig(), rare, nps, margins, not args.no_default)
     except ValueError as e:
         ap.error(str(e))
-    err = parts.claim(args.out, "pessimism_map", dict(rare=rare, Np=nps, margins=margins,
+    err = files.claim(args.out, "pessimism_map", dict(rare=rare, Np=nps, margins=margins,
                                                            default=not args.no_default,
                                                            methods=list(methods)))
     if err:
         ap.error(err)
-    done = parts.finished(args.out)
+    done = files.finished(args.out)
     tasks = [(c, s) for c in cfgs for s in range(args.seeds)]
     try:
         for c, s in tqdm(tasks, desc="pessimism map", unit="run"):
-            name = parts.part_name(c.instance, c.trap_margin, c.rare_mass, c.Np, s)
+            name = files.part_name(c.instance, c.trap_margin, c.rare_mass, c.Np, s)
             if name not in done:
-                parts.write_part(args.out, name, run_cell(c, s, methods))
+                files.write_part(args.out, name, run_cell(c, s, methods))
     except KeyboardInterrupt:
         print(f"\ninterrupted; finished runs are kept in {args.out}/parts, re-run to resume",
               file=sys.stderr)
         return 130
-    runs = parts.read_parts(args.out)
+    runs = files.read_parts(args.out)
     runs = runs[runs["seed"].lt(args.seeds) & runs["method"].isin(methods)]
     cells = summarise(runs)
-    parts.write_csv_atomic(runs, args.out / "runs.csv")
-    parts.write_csv_atomic(cells, args.out / "map.csv")
+    files.write_csv_atomic(runs, args.out / "runs.csv")
+    files.write_csv_atomic(cells, args.out / "map.csv")
     print(f"wrote {args.out / 'runs.csv'} ({len(runs)} rows) and map.csv ({len(cells)} cells)")
     with pd.option_context("display.width", 200, "display.max_rows", 500):
         print(cells[["instance", "margin", "rare", "Np", "confidence_set", "method", "diff", "diff_low",

@@ -22,17 +22,14 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from sim.backends import BackendError, add_backend_args, check_backend, task_runner
-from sim.cli import (
+from figures.cli import (
     CliError,
     OneLineParser,
     check_memory,
     check_out_dir,
     int_at_least,
-    sim_instance_bytes,
 )
-from sim.config import SimConfig
-from sim.parts import (
+from figures.files import (
     ResultError,
     claim,
     finished,
@@ -41,6 +38,8 @@ from sim.parts import (
     write_csv_atomic,
     write_part,
 )
+from sim.experiments.backends import BackendError, add_backend_args, check_backend, task_runner
+from sim.model.config import SimConfig, sim_instance_bytes
 
 VARY = ("nu", "tail", "Np", "N", "k", "d1", "Np_new")
 SPEC_KEYS = ("vary", "base", "methods")  # a re-run must agree on these to resume
@@ -170,7 +169,7 @@ def _coerce(kind, raw: str, key: str):
 def _run_task(cfg: SimConfig, vary: str, value, seed: int, methods, out: Path,
               artifacts: bool) -> tuple[object, int, pd.DataFrame]:
     """One (value, seed) run on whichever worker the backend picked; the driver writes it."""
-    from sim.pipeline import run_instance
+    from sim.experiments.pipeline import run_instance
 
     with threadpool_limits(1):
         art = out / "artifacts" / f"{part_name(value, seed)}.npz" if artifacts else None
@@ -252,14 +251,14 @@ def main(argv=None) -> int:
     if status:
         return status
 
-    from sim.analysis import write_analysis
+    from sim.experiments.analysis import write_analysis
 
     try:
         runs = assemble(out, values, seeds, methods)
     except ResultError as e:
         print(f"sim.sweep: error: {e}", file=sys.stderr)
         return 2
-    from sim.pipeline import warn_unconverged
+    from sim.experiments.pipeline import warn_unconverged
 
     if (msg := warn_unconverged(runs)) is not None:  # once per sweep, not once per fit
         print(f"sim.sweep: warning: {msg}", file=sys.stderr)

@@ -27,17 +27,21 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from sim import bootstrap, confidence, estimators, parts  # noqa: E402
-from sim.cli import (  # noqa: E402
+from figures import files  # noqa: E402
+from figures.cli import (  # noqa: E402
     CliError,
     OneLineParser,
     check_memory,
     check_out_dir,
-    sim_instance_bytes,
 )
-from sim.config import SimConfig  # noqa: E402
-from sim.data import BEHAVIOURS  # noqa: E402
-from sim.pipeline import build_instance  # noqa: E402
+from sim.confidence import (
+    bootstrap,  # noqa: E402
+    sets,  # noqa: E402
+)
+from sim.estimation import estimators  # noqa: E402
+from sim.experiments.pipeline import build_instance  # noqa: E402
+from sim.model.config import SimConfig, sim_instance_bytes  # noqa: E402
+from sim.model.data import BEHAVIOURS  # noqa: E402
 
 DEFAULT_SETTINGS = "100:poor,100:uniform,20:poor,20:uniform"
 
@@ -52,7 +56,7 @@ def run_seed(cfg: SimConfig, seed: int, methods) -> list[dict]:
         est = estimators.fit(method, train, cfg.k, cfg.B, init=truth.init)
         err = np.sum((est.delta - truth.delta) ** 2, axis=(1, 2))
         t0 = time.perf_counter()
-        z_f = confidence.calibrated_radius(method, est, train, cfg.k, cfg.B, cfg.delta, truth.init)
+        z_f = sets.calibrated_radius(method, est, train, cfg.k, cfg.B, cfg.delta, truth.init)
         t1 = time.perf_counter()
         z_b, z_d, errs, errs2 = bootstrap.bootstrap_stages(
             method, est, train, cfg.k, cfg.B, cfg.delta, truth.init, cfg.n_boot,
@@ -109,10 +113,10 @@ def main(argv=None) -> int:
             raise ValueError(f"--seeds must be at least 2 (for the interval), got {args.seeds}")
         if args.n_boot < 2:
             raise ValueError(f"--n-boot must be at least 2, got {args.n_boot}")
-        bad = [m for m in methods if m not in confidence.CALIBRATED_METHODS]
+        bad = [m for m in methods if m not in sets.CALIBRATED_METHODS]
         if bad or not methods:
             raise ValueError(f"unknown method(s) {bad or methods}; "
-                             f"choose from {','.join(confidence.CALIBRATED_METHODS)}")
+                             f"choose from {','.join(sets.CALIBRATED_METHODS)}")
         if len(set(methods)) != len(methods):
             raise ValueError(f"--methods lists a method twice: {args.methods!r}")
         settings = _settings(args.settings)
@@ -125,27 +129,27 @@ def main(argv=None) -> int:
     except (CliError, ValueError) as e:
         print(f"sim.coverage: error: {e}", file=sys.stderr)
         return 2
-    err = parts.claim(out, "coverage", dict(methods=methods, n_boot=args.n_boot))
+    err = files.claim(out, "coverage", dict(methods=methods, n_boot=args.n_boot))
     if err:
         print(f"sim.coverage: error: {err}", file=sys.stderr)
         return 2
-    done = parts.finished(out, rows=4 * len(methods), prog="sim.coverage")
+    done = files.finished(out, rows=4 * len(methods), prog="sim.coverage")
     tasks = [(c, s) for c in cfgs for s in range(args.seeds)]
     try:
         for cfg, seed in tqdm(tasks, desc="coverage", unit="seed"):
-            name = parts.part_name(cfg.Np, cfg.behaviour, seed)
+            name = files.part_name(cfg.Np, cfg.behaviour, seed)
             if name not in done:  # finished (setting, seed) parts survive an interruption
-                parts.write_part(out, name, run_seed(cfg, seed, methods))
+                files.write_part(out, name, run_seed(cfg, seed, methods))
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished seeds are kept in {out}/parts; re-run to resume",
               file=sys.stderr)
         return 130
     try:
-        df = parts.read_parts(out, [parts.part_name(c.Np, c.behaviour, s) for c, s in tasks])
-    except parts.ResultError as e:
+        df = files.read_parts(out, [files.part_name(c.Np, c.behaviour, s) for c, s in tasks])
+    except files.ResultError as e:
         print(f"sim.coverage: error: {e}", file=sys.stderr)
         return 2
-    parts.write_csv_atomic(df, out / "coverage.csv")
+    files.write_csv_atomic(df, out / "coverage.csv")
     table = summarise(df)
     print(f"wrote {out / 'coverage.csv'} ({len(df)} rows); target coverage >= "
           f"{1 - cfgs[0].delta - 0.05:.2f}")

@@ -54,9 +54,9 @@ import dataclasses
 import numpy as np
 from scipy.special import expit
 
-from sim import estimators
-from sim.confidence import check_estimate
-from sim.data import PreferenceData
+from sim.confidence.sets import check_estimate
+from sim.estimation import estimators
+from sim.model.data import PreferenceData
 
 #: Replicates per stage unless told otherwise (zeta_i = the 28th smallest of 30 at delta = 0.1).
 DEFAULT_N_BOOT = 30

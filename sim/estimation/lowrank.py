@@ -25,8 +25,8 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit
 
-from sim.layout import _Problem
-from sim.logistic import ball_logistic
+from sim.estimation.layout import _Problem
+from sim.estimation.logistic import ball_logistic
 from theory.diversity import aggregate, column_space
 
 #: Multi-start rule of _fit_lowrank (docs/estimators.md): starts are the spectral start, the

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-from sim.data import BEHAVIOURS
-from sim.mdp import check_trap
-from sim.truth import check_feasible
+from sim.model.data import BEHAVIOURS
+from sim.model.mdp import check_trap
+from sim.model.truth import check_feasible
 
 RADII = ("calibrated", "theory", "bootstrap")
 CONFIDENCE_SETS = ("ball", "sigma_d")
@@ -141,3 +141,14 @@ class SimConfig:
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+
+def sim_instance_bytes(cfg) -> float:
+    """A rough lower bound on the peak memory (bytes) of one simulated instance
+    (sim.pipeline.run_instance): float64 trajectory features of the training and held-out
+    comparisons (several copies: x0, x1, their difference, the padded per-user layout), the
+    MDP's transitions and features, and every user's policies. Used only to refuse sizes
+    that cannot fit, not to plan memory."""
+    comparisons = cfg.N * (cfg.Np + cfg.n_test) + getattr(cfg, "N_new", 0) * getattr(cfg, "Np_new", 0)
+    return 8.0 * (6 * comparisons * cfg.d1 * cfg.d2 + 2 * cfg.H * cfg.S * cfg.A * cfg.S
+                  + 2 * cfg.S * cfg.A * cfg.d1 * cfg.d2 + 4 * cfg.N * cfg.H * cfg.S * cfg.A)

@@ -52,7 +52,7 @@ def _curve(method: str, row: pd.Series, floor: float, c_est: float, c_rep: float
 
 
 def _pred_slopes(method, row, floor, x):
-    from sim.analysis import CONSTANT_FACTORS, loglog_slope
+    from sim.experiments.analysis import CONSTANT_FACTORS, loglog_slope
 
     one = loglog_slope(x, _curve(method, row, floor, 1.0, 1.0)(x))
     found = [loglog_slope(x, _curve(method, row, floor, a, b)(x))
@@ -62,7 +62,7 @@ def _pred_slopes(method, row, floor, x):
 
 def new_user_slopes(runs: pd.DataFrame, rng: np.random.Generator) -> list[dict]:
     """slopes.csv rows of a Np_new sweep (columns of sim.analysis.SLOPE_COLUMNS)."""
-    from sim.analysis import CONSTANT_FREE_TOL, slope_with_ci, verdict
+    from sim.experiments.analysis import CONSTANT_FREE_TOL, slope_with_ci, verdict
 
     rows = []
     methods = [m for m in (*FROZEN, *SCRATCH) if m in set(runs["method"])]

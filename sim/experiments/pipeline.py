@@ -10,11 +10,19 @@ from pathlib import Path
 
 import numpy as np
 
-from sim import bootstrap, confidence, estimators, new_users, policy
-from sim.config import SimConfig
-from sim.data import behaviour_policy, check_identifiability, empirical_policy, make_preferences
-from sim.mdp import random_mdp, trap_base, trap_behaviour, trap_mdp
-from sim.truth import make_ground_truth
+from sim import policy
+from sim.confidence import bootstrap, sets
+from sim.estimation import estimators
+from sim.experiments import new_users
+from sim.model.config import SimConfig
+from sim.model.data import (
+    behaviour_policy,
+    check_identifiability,
+    empirical_policy,
+    make_preferences,
+)
+from sim.model.mdp import random_mdp, trap_base, trap_behaviour, trap_mdp
+from sim.model.truth import make_ground_truth
 from theory import bounds, diversity
 
 #: Methods that estimate a shared column space (the others get dist = NaN, docs/formats.md);
@@ -80,7 +88,7 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
         if method == "zero":  # a fixed estimate: no confidence set, pessimism = plug-in
             metric, zeta = None, np.zeros(cfg.N)
         elif cfg.confidence_set == "sigma_d":
-            metric, zeta = confidence.sigma_d_ellipsoid(method, est, train, cfg.k, cfg.B,
+            metric, zeta = sets.sigma_d_ellipsoid(method, est, train, cfg.k, cfg.B,
                                                         cfg.delta, init=truth.init)
         else:
             metric, zeta = None, _radius(cfg, method, est, train, truth, seed)
@@ -98,7 +106,7 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
             est_err=float(np.mean(np.sum((est.delta - truth.delta) ** 2, axis=(1, 2)))),
             pred_err=prediction_error(est.delta, truth.delta, train),
             gap_pess=float(np.mean(gaps_p)), gap_vanilla=float(np.mean(gaps_v)),
-            coverage=float(confidence.coverage(truth.delta, est.delta, zeta, metric)),
+            coverage=float(sets.coverage(truth.delta, est.delta, zeta, metric)),
             zeta=float(np.mean(zeta)), policy_cert_gap=float(np.max(cert)),
             nll_train=float(est.nll), acc_heldout=heldout_accuracy(theta_hat, test),
             rank_hat=int(np.linalg.matrix_rank(diversity.aggregate(est.delta), tol=1e-8)),
@@ -141,7 +149,7 @@ def _score_new_users(cfg: SimConfig, method: str, est, new, b_diamond, zeta_trai
         est_err_new=float(np.mean(np.sum((delta_hat - t.delta) ** 2, axis=(1, 2)))),
         pred_err_new=prediction_error(delta_hat, t.delta, new.train),
         gap_pess_new=float(np.mean(gaps_p)), gap_vanilla_new=float(np.mean(gaps_v)),
-        coverage_new=float(confidence.coverage(t.delta, delta_hat, zeta)),
+        coverage_new=float(sets.coverage(t.delta, delta_hat, zeta)),
         zeta_new=float(np.mean(zeta)), floor_new=new_users.frozen_floor(method, est, new, b_diamond),
         fit_gap_new=fit_gap, policy_cert_gap_new=float(np.max(cert)))
 
@@ -170,7 +178,7 @@ def _radius(cfg: SimConfig, method: str, est, train, truth, seed: int) -> np.nda
     """Per-user zeta_i of Eq. 3.6 (array (N,)); the bootstrap draws from its own stream of the
     instance seed (sim.bootstrap.boot_seed)."""
     if cfg.radius == "theory":
-        z = confidence.theory_radius(cfg.N, cfg.Np, cfg.nu, cfg.tail, cfg.d1, cfg.d2, cfg.k,
+        z = sets.theory_radius(cfg.N, cfg.Np, cfg.nu, cfg.tail, cfg.d1, cfg.d2, cfg.k,
                                      min_bias=float(diversity.per_user_bias(truth.delta, cfg.k).min()),
                                      delta=cfg.delta, c=cfg.zeta_c)
         return np.full(cfg.N, float(z))
@@ -179,7 +187,7 @@ def _radius(cfg: SimConfig, method: str, est, train, truth, seed: int) -> np.nda
                                           init=truth.init, n_boot=cfg.n_boot,
                                           seed=bootstrap.boot_seed(seed, method))
     return np.broadcast_to(
-        confidence.calibrated_radius(method, est, train, cfg.k, cfg.B, delta=cfg.delta,
+        sets.calibrated_radius(method, est, train, cfg.k, cfg.B, delta=cfg.delta,
                                      init=truth.init), (cfg.N,)).astype(float)
 
 

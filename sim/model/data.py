@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
-from sim.mdp import TabularMDP, backward_induction, sample_trajectories, trajectory_features
+from sim.model.mdp import TabularMDP, backward_induction, sample_trajectories, trajectory_features
 
 BEHAVIOURS = ("uniform", "poor", "expert")
 

@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
-from sim.analysis import _md, slope_with_ci
-from sim.cli import OneLineParser
+from figures.cli import OneLineParser
+from sim.experiments.analysis import _md, slope_with_ci
 from theory import bounds
 
 TAILS = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4)
@@ -62,7 +62,7 @@ def sweep_args(Np: int, out: Path, seeds: int, jobs: int) -> list[str]:
 
 
 def run(out: Path, seeds: int | None = None, jobs: int = 1) -> int:
-    from sim.sweep import main as sweep
+    from sim.experiments.sweep import main as sweep
 
     for Np in NPS:
         rc = sweep(sweep_args(Np, out, seeds or SEEDS[Np], jobs))

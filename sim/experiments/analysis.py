@@ -154,7 +154,7 @@ def verdict(pred: float, lo: float, hi: float) -> str:
 def compute_slopes(runs: pd.DataFrame, vary: str, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     if vary == "Np_new":  # held-out users (extension): sim/new_user_analysis.py
-        from sim.new_user_analysis import new_user_slopes
+        from sim.experiments.new_user_analysis import new_user_slopes
 
         return pd.DataFrame(new_user_slopes(runs, rng), columns=SLOPE_COLUMNS)
     rows = []
@@ -279,7 +279,7 @@ def write_analysis(runs: pd.DataFrame, vary: str, out: Path) -> pd.DataFrame:
     slopes.to_csv(tmp, index=False, float_format="%.6g")
     tmp.replace(out / "slopes.csv")
     if vary == "Np_new":
-        from sim.new_user_analysis import crossover_table
+        from sim.experiments.new_user_analysis import crossover_table
 
         crossover_table(runs).to_csv(out / "crossover.csv.tmp", index=False, float_format="%.6g")
         (out / "crossover.csv.tmp").replace(out / "crossover.csv")
@@ -329,7 +329,7 @@ def summary_markdown(runs: pd.DataFrame, slopes: pd.DataFrame, vary: str) -> str
     if vary == "d1":
         parts += ["", "## Sample complexity (Remark 3)", "", remark3_markdown(runs)]
     if vary == "Np_new":
-        from sim.new_user_analysis import markdown
+        from sim.experiments.new_user_analysis import markdown
 
         parts += ["", markdown(runs, _md)]
     if vary in ("Np", "N", "k", "d1"):

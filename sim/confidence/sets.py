@@ -23,7 +23,7 @@ import numpy as np
 from scipy.special import expit
 from scipy.stats import chi2
 
-from sim.data import PreferenceData
+from sim.model.data import PreferenceData
 from theory.bounds import zeta_theory
 
 #: Methods with a calibrated radius (the names of docs/formats.md).

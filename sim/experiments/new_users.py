@@ -34,9 +34,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim import confidence, estimators
-from sim.data import make_preferences
-from sim.truth import GroundTruth
+from sim.confidence import sets
+from sim.estimation import estimators
+from sim.model.data import make_preferences
+from sim.model.truth import GroundTruth
 from theory import diversity
 
 #: Methods whose new users are fitted with a frozen basis (the method's own, B_diamond for oracle).
@@ -115,10 +116,10 @@ def personalise(method: str, est, new: NewUsers, k: int, B: float, b_diamond: np
     if method in FROZEN:
         basis = b_diamond if method == "oracle" else est.basis
         fitted = fit_frozen(data, basis, B, init=init)
-        zeta = confidence.calibrated_radius("oracle", fitted, data, k, B, delta=delta, init=init)
+        zeta = sets.calibrated_radius("oracle", fitted, data, k, B, delta=delta, init=init)
     elif method in SCRATCH:
         fitted = estimators.fit(method, data, k, B, init=init)
-        zeta = confidence.calibrated_radius(method, fitted, data, k, B, delta=delta, init=init)
+        zeta = sets.calibrated_radius(method, fitted, data, k, B, delta=delta, init=init)
     elif method == "global":  # the pooled training fit; its radius is the same for every user
         return (np.broadcast_to(est.delta[0], new.truth.delta.shape).copy(),
                 np.full(n_new, float(zeta_train[0])), 0.0)

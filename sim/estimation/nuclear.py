@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
-from sim.layout import _layout, _Problem
-from sim.logistic import logistic_loss
+from sim.estimation.layout import _layout, _Problem
+from sim.estimation.logistic import logistic_loss
 from theory.diversity import aggregate
 
 #: Cross-validation of lam: folds, grid size and the grid's span below lam_max (grid ratio

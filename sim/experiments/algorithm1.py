@@ -25,8 +25,8 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from sim import estimators, parts  # noqa: E402
-from sim.cli import (  # noqa: E402
+from figures import files  # noqa: E402
+from figures.cli import (  # noqa: E402
     CliError,
     OneLineParser,
     check_memory,
@@ -34,11 +34,11 @@ from sim.cli import (  # noqa: E402
     int_at_least,
     nonneg_int,
     positive_float,
-    sim_instance_bytes,
 )
-from sim.config import CONFIDENCE_SETS, RADII, SimConfig  # noqa: E402
-from sim.data import BEHAVIOURS  # noqa: E402
-from sim.pipeline import run_instance  # noqa: E402
+from sim.estimation import estimators  # noqa: E402
+from sim.experiments.pipeline import run_instance  # noqa: E402
+from sim.model.config import CONFIDENCE_SETS, RADII, SimConfig, sim_instance_bytes  # noqa: E402
+from sim.model.data import BEHAVIOURS  # noqa: E402
 
 
 def run(cfg: SimConfig, seed: int, methods=("shared", "local", "full", "global")) -> list[dict]:
@@ -55,19 +55,19 @@ def study(cfg: SimConfig, seeds: int, methods=("shared",), out: Path | None = No
     and the per-seed runs.csv-style rows (full config and seed). With ``out``, every finished
     (behaviour, seed) is kept in out/parts (sim.parts): an interrupted study resumes.
     """
-    done = set() if out is None else parts.finished(out, rows=len(methods), prog="sim.algorithm1")
+    done = set() if out is None else files.finished(out, rows=len(methods), prog="sim.algorithm1")
     rows = []
     for behaviour in BEHAVIOURS:
         for s in tqdm(range(seeds), desc=f"pessimism study, {behaviour}", unit="run"):
-            name = parts.part_name(behaviour, s)
+            name = files.part_name(behaviour, s)
             if name in done:
                 continue
             r = run(cfg.with_(behaviour=behaviour), s, methods)
             if out is not None:
-                parts.write_part(out, name, r)
+                files.write_part(out, name, r)
             rows += r
-    names = [parts.part_name(b, s) for b in BEHAVIOURS for s in range(seeds)]
-    runs = pd.DataFrame(rows) if out is None else parts.read_parts(out, names)
+    names = [files.part_name(b, s) for b in BEHAVIOURS for s in range(seeds)]
+    runs = pd.DataFrame(rows) if out is None else files.read_parts(out, names)
     runs = runs[runs["seed"].lt(seeds) & runs["method"].isin(methods)]
     summary = []
     for behaviour in BEHAVIOURS:
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
         if args.out is not None:
             spec = dict(base={k: v for k, v in cfg.as_dict().items() if k != "behaviour"},
                         methods=list(methods))
-            err = parts.claim(args.out, "study", spec)
+            err = files.claim(args.out, "study", spec)
             if err:
                 ap.error(err)
         try:
@@ -155,11 +155,11 @@ def main(argv=None) -> int:
             where = f"; finished runs are kept in {args.out}/parts, re-run to resume" if args.out else ""
             print(f"\ninterrupted{where}", file=sys.stderr)
             return 130
-        except parts.ResultError as e:
+        except files.ResultError as e:
             ap.error(str(e))
         if args.out is not None:
-            parts.write_csv_atomic(runs, args.out / "runs.csv")
-            parts.write_csv_atomic(pd.DataFrame([_flat(r) for r in summary]), args.out / "study.csv")
+            files.write_csv_atomic(runs, args.out / "runs.csv")
+            files.write_csv_atomic(pd.DataFrame([_flat(r) for r in summary]), args.out / "study.csv")
             print(f"wrote {args.out / 'runs.csv'} ({len(runs)} rows) and {args.out / 'study.csv'}")
         print(f"study: Np={np_}, seeds 0..{args.seeds - 1}, mean gap [95% CI] over seeds")
         for r in summary:

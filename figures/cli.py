@@ -158,14 +158,3 @@ def check_memory(estimate: float, what: str) -> None:
     if estimate > have:
         raise CliError(f"{what} needs an estimated {estimate / 2**30:.3g} GiB of memory, "
                        f"more than this machine's {have / 2**30:.3g} GiB; choose smaller sizes")
-
-
-def sim_instance_bytes(cfg) -> float:
-    """A rough lower bound on the peak memory (bytes) of one simulated instance
-    (sim.pipeline.run_instance): float64 trajectory features of the training and held-out
-    comparisons (several copies: x0, x1, their difference, the padded per-user layout), the
-    MDP's transitions and features, and every user's policies. Used only to refuse sizes
-    that cannot fit, not to plan memory."""
-    comparisons = cfg.N * (cfg.Np + cfg.n_test) + getattr(cfg, "N_new", 0) * getattr(cfg, "Np_new", 0)
-    return 8.0 * (6 * comparisons * cfg.d1 * cfg.d2 + 2 * cfg.H * cfg.S * cfg.A * cfg.S
-                  + 2 * cfg.S * cfg.A * cfg.d1 * cfg.d2 + 4 * cfg.N * cfg.H * cfg.S * cfg.A)

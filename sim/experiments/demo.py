@@ -12,11 +12,11 @@ import sys
 
 import numpy as np
 
-from sim.cli import OneLineParser, nonneg_int, positive_int
-from sim.data import behaviour_policy, make_preferences
-from sim.estimators import METHODS, fit
-from sim.mdp import random_mdp
-from sim.truth import make_ground_truth
+from figures.cli import OneLineParser, nonneg_int, positive_int
+from sim.estimation.estimators import METHODS, fit
+from sim.model.data import behaviour_policy, make_preferences
+from sim.model.mdp import random_mdp
+from sim.model.truth import make_ground_truth
 from theory.diversity import best_rank_k, nu, principal_angle_distance, tail
 
 S, A, H = 20, 5, 10

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.data import PreferenceData
-from sim.logistic import pad_index
+from sim.estimation.logistic import pad_index
+from sim.model.data import PreferenceData
 
 
 @dataclass(frozen=True)

@@ -36,12 +36,14 @@ import numpy as np
 from scipy.special import expit
 from threadpoolctl import ThreadpoolController
 
-from sim.data import PreferenceData
-from sim.layout import _layout, _Problem
-from sim.logistic import ball_logistic, logistic_loss
-from sim.lowrank import MAX_STARTS, _fit_lowrank
-from sim.lowrank import _LowRank as _LowRank  # re-exported: tests and benchmarks import it here
-from sim.nuclear import cv_lambda, fista
+from sim.estimation.layout import _layout, _Problem
+from sim.estimation.logistic import ball_logistic, logistic_loss
+from sim.estimation.lowrank import MAX_STARTS, _fit_lowrank
+from sim.estimation.lowrank import (
+    _LowRank as _LowRank,  # re-exported: tests and benchmarks import it here
+)
+from sim.estimation.nuclear import cv_lambda, fista
+from sim.model.data import PreferenceData
 from theory.diversity import aggregate, column_space
 
 METHODS = ("shared", "local", "full", "global", "nuclear", "zero", "oracle")
