@@ -17,11 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from figures.cli import OneLineParser
+from figures.inputs import METRICS_COLUMNS
 
-METRICS_COLUMNS = (
-    "method", "model", "labeler", "n_eval", "accuracy", "accuracy_tie_half",
-    "accuracy_tie_right", "ties", "seed", "epochs", "steps", "lora_r", "lora_alpha", "targets",
-)
 DIVERSITY_COLUMNS = (
     "method", "seed", "layer", "N", "k", "nu", "tail", "energy", "top_energy_fraction",
     "singular_values",

@@ -409,9 +409,9 @@ def _evaluate_phase(cfg, phase, model, data, tok, accel, out):
 def _write_results(cfg, phases, data, out, train_s, world=1):
     from safetensors.numpy import load_file
 
+    from figures.inputs import METRICS_COLUMNS
     from llm.evaluate import (
         DIVERSITY_COLUMNS,
-        METRICS_COLUMNS,
         diversity_rows,
         method_table,
         metrics_rows,

@@ -29,8 +29,7 @@ import sim.experiments.coverage as coverage
 import sim.experiments.demo as demo
 import sim.experiments.sweep as sweep
 from figures import files
-from figures.inputs import RUNS_COLUMNS
-from llm.evaluate import METRICS_COLUMNS
+from figures.inputs import METRICS_COLUMNS, RUNS_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "tldr_tiny"

@@ -15,8 +15,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 pytest.importorskip("accelerate")
 
+from figures.inputs import METRICS_COLUMNS  # noqa: E402
 from llm.config import METHODS, TrainConfig  # noqa: E402
-from llm.evaluate import METRICS_COLUMNS  # noqa: E402
 from llm.train import STOP_ENV, plan_phases, run  # noqa: E402
 
 pytestmark = [pytest.mark.llm, pytest.mark.usefixtures("torch_one_thread")]

@@ -90,6 +90,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a base config field, e.g. --set behaviour=uniform (repeatable)")
     p.add_argument("--no-figures", action="store_true", help="skip drawing figures")
+    p.add_argument("--analyse-only", action="store_true",
+                   help="run nothing: rebuild runs.csv, slopes.csv, summary.md (and figures) of a "
+                        "finished sweep with the current analysis code (status 2 if runs are missing)")
     add_backend_args(p)
     return p.parse_args(argv)
 
@@ -241,6 +244,10 @@ def main(argv=None) -> int:
         return 2
     done = finished(out, rows=len(methods), prog="sim.sweep")
     todo = [(v, s) for v in values for s in seeds if part_name(v, s) not in done]
+    if args.analyse_only and todo:
+        print(f"sim.sweep: error: --analyse-only: {len(todo)} of {len(values) * len(seeds)} runs "
+              f"are missing in {out}/parts; run without --analyse-only", file=sys.stderr)
+        return 2
     jobs = min(args.jobs if args.jobs > 0 else (os.cpu_count() or 1), max(len(todo), 1))
     tasks = [(cfg, args.vary, v, s, methods, out, args.save_artifacts) for v, s in todo]
     try:

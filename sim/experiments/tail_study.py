@@ -61,11 +61,12 @@ def sweep_args(Np: int, out: Path, seeds: int, jobs: int) -> list[str]:
             "--out", str(out / f"Np{Np}")]
 
 
-def run(out: Path, seeds: int | None = None, jobs: int = 1) -> int:
+def run(out: Path, seeds: int | None = None, jobs: int = 1, analyse_only: bool = False) -> int:
+    """Run (resume) the sweeps; with ``analyse_only`` only rebuild their tables."""
     from sim.experiments.sweep import main as sweep
 
     for Np in NPS:
-        rc = sweep(sweep_args(Np, out, seeds or SEEDS[Np], jobs))
+        rc = sweep(sweep_args(Np, out, seeds or SEEDS[Np], jobs) + ["--analyse-only"] * analyse_only)
         if rc:
             return rc
     return 0
@@ -230,12 +231,13 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="results/tail-study", help="output directory")
     p.add_argument("--seeds", type=int, help=f"seeds per point (default per N_p: {SEEDS})")
     p.add_argument("--jobs", type=int, default=1, help="parallel workers for the sweeps")
-    p.add_argument("--analyse-only", action="store_true", help="only analyse finished sweeps")
+    p.add_argument("--analyse-only", action="store_true",
+                   help="run nothing new: re-analyse the finished sweeps (sim.sweep --analyse-only)")
     args = p.parse_args(argv)
     if args.seeds is not None and args.seeds < 2:
         p.error(f"--seeds must be at least 2, got {args.seeds}")
     out = Path(args.out)
-    if not args.analyse_only and (rc := run(out, args.seeds, args.jobs)):
+    if rc := run(out, args.seeds, args.jobs, analyse_only=args.analyse_only):
         return rc
     try:
         tables = load(out)
