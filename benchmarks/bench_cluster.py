@@ -3,8 +3,8 @@ per process count.
 
     python -m benchmarks.bench_cluster [--parts sweep,train] [--tiny] [--out DIR]
 
-- ``sweep``: the same (value, seed) runs of ``sim.sweep`` (Algorithm 1 per run) executed by
-  ``sim.backends.task_runner`` as ``python -m sim.sweep --backend B --jobs J`` does: loky with
+- ``sweep``: the same (value, seed) runs of ``sim.experiments.sweep`` (Algorithm 1 per run) executed by
+  ``sim.experiments.backends.task_runner`` as ``python -m sim.sweep --backend B --jobs J`` does: loky with
   1 and 2 processes, a Dask LocalCluster with 1 and 2 worker processes, a local Ray with 1
   and 2 CPUs (where installed). Per configuration: start-up (entering the runner, i.e.
   starting the cluster, then one warm-up task per worker that imports the simulator, so

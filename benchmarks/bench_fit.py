@@ -1,6 +1,6 @@
 """Speed of the rank-constrained MLE of Eq. 3.5 over S^ShareLoRA (Eq. 3.4), measured side by side.
 
-``fit("shared")`` (exact batched W-steps + Newton on span(U), sim/lowrank.py) with its default
+``fit("shared")`` (exact batched W-steps + Newton on span(U), sim/estimation/lowrank.py) with its default
 multi-start (the global-optimum rule of docs/estimators.md) and with the spectral start only
 (``max_starts=1``, the single-start fit of earlier versions), against a plain torch autograd +
 Adam baseline on the same factored objective DeltaTheta_i = U W_i with the same feasible set

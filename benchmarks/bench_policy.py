@@ -9,7 +9,7 @@ Users get theta_hat = a random direction of norm --theta-norm and radii zeta spr
 sqrt(zeta)/||theta_hat|| is uniform in [0, --max-ratio] (ratio >= 1 is the trivial case,
 answered exactly without any solve); prints both totals, the ratio and the largest relative
 objective difference. With --metric-cond C every user gets an ellipsoid (the sigma_d set's
-shape, sim.confidence.sigma_d_ellipsoid): a metric M with random eigenvectors and eigenvalues
+shape, sim.confidence.sets.sigma_d_ellipsoid): a metric M with random eigenvectors and eigenvalues
 spread geometrically over [1/C, 1], and the ratio is sqrt(zeta)/||P_W' M^(1/2) theta_hat||
 (P_W' the projection on M^(-1/2) W, the span of the achievable feature differences), the
 same scale at which mu_ref becomes optimal.

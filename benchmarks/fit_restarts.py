@@ -1,6 +1,6 @@
 """A reviewer's check of the Eq. 3.5 fits: do random restarts beat ``fit``?
 
-For every instance of the default sweep geometry (sim.config.SimConfig, N=20, d1=12, d2=3,
+For every instance of the default sweep geometry (sim.model.config.SimConfig, N=20, d1=12, d2=3,
 k=2) at the given N_p values, behaviours and seeds, fit ``shared`` (or ``local``), then run
 ``--restarts`` further random orthonormal starts (their own random stream, exact W-step, then
 Newton on span(U) in the untransposed chart) and count the instances where the best restart

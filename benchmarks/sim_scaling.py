@@ -3,7 +3,7 @@
     python -m benchmarks.sim_scaling [--quick | --tiny] [--parts fit,policy,sweep,profile,seeds]
                                      [--out DIR]
 
-- ``fit``: wall time of ``sim.estimators.fit("shared")`` (Eq. 3.5 over S^ShareLoRA, Eq. 3.4) as
+- ``fit``: wall time of ``sim.estimation.estimators.fit("shared")`` (Eq. 3.5 over S^ShareLoRA, Eq. 3.4) as
   Np grows at fixed N, as N grows at fixed Np (each over a 10x range, so N*Np grows 10x) and as
   d1 grows; log-log exponents fitted by least squares.
 - ``policy``: time per user of ``PessimisticSolver.solve`` (Eq. 3.7) as S*A*H grows, the LP
@@ -154,7 +154,7 @@ def policy_scaling(grid: dict, repeats: int, cap_s: float) -> pd.DataFrame:
 
 # Imported through PYTHONPATH by every interpreter of a sweep (loky workers included): makes
 # ``PessimisticSolver``'s default solver $SIM_SCALING_POLICY_SOLVER, to time a proposed change of
-# sim/pipeline.py (which builds ``PessimisticSolver(mdp, mu)``) without editing it.
+# sim/experiments/pipeline.py (which builds ``PessimisticSolver(mdp, mu)``) without editing it.
 SITECUSTOMIZE = """
 import importlib.abc, importlib.util, os, sys
 SOLVER = os.environ.get("SIM_SCALING_POLICY_SOLVER")
@@ -337,7 +337,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument("--repeats", type=int, default=None, help="timing repeats (min taken); default 3, tiny 1")
     p.add_argument("--blas-threads", type=int, default=1,
-                   help="BLAS threads for the fit and policy parts (1: as sim.sweep runs them; "
+                   help="BLAS threads for the fit and policy parts (1: as sim.experiments.sweep runs them; "
                         "0: the library default)")
     p.add_argument("--sweep-solvers", default="default,socp",
                    help="policy solvers the sweep/profile/seeds parts run with: 'default' (the "

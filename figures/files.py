@@ -1,5 +1,5 @@
-"""Interruption-safe, validated result files for the long-running commands (sim.sweep,
-sim.coverage, the sim.algorithm1 study).
+"""Interruption-safe, validated result files for the long-running commands (sim.experiments.sweep,
+sim.experiments.coverage, the sim.experiments.algorithm1 study).
 
 Every CSV the project reads back is written atomically (temp file + rename) and then gets a
 completeness marker ``<file>.ok`` -- JSON with its row count, columns and SHA-256 -- written

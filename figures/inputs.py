@@ -1,6 +1,6 @@
 """Validated reading of the result files figures are drawn from (formats: docs/formats.md).
 
-Every reader raises :class:`sim.parts.ResultError` with one line naming the file and what is
+Every reader raises :class:`figures.files.ResultError` with one line naming the file and what is
 wrong: missing, not a CSV, lacking columns, a checksum that differs from its ``.ok`` marker,
 fewer rows than its ``sweep.json`` / ``study.json`` promises, or values out of range.
 """

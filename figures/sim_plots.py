@@ -1,6 +1,6 @@
 """Log-log scaling figures of a sweep directory (runs.csv + slopes.csv -> PNG and PDF).
 
-One figure per check of sim/analysis.py: seed median per method with a 25-75% band, the fitted
+One figure per check of sim/experiments/analysis.py: seed median per method with a 25-75% band, the fitted
 line, and the paper bound's reference slope anchored at the first median point.
 """
 

@@ -81,7 +81,7 @@ def metrics_rows(cfg, per_labeler: list[dict], steps: dict | None = None) -> lis
 
 
 def write_csv(path: Path, rows: list[dict], columns: tuple[str, ...]) -> None:
-    """Write atomically, then the completeness marker path.ok (sim.parts, docs/formats.md)."""
+    """Write atomically, then the completeness marker path.ok (figures.files, docs/formats.md)."""
     from figures.files import write_checked
 
     fh = io.StringIO(newline="")

@@ -1,6 +1,6 @@
 """Checks `llm.train` runs before it trains or writes anything: the output directory, the
 model and data sources (hub ids fail fast when the hub is unreachable), and the integrity of a
-checkpoint that --resume would read. Every failure is a :class:`sim.cli.CliError`: one line,
+checkpoint that --resume would read. Every failure is a :class:`figures.cli.CliError`: one line,
 exit status 2 (docs/formats.md)."""
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ because Theta_init_i is a fixed shift), Eq. 3.7 reads
 
     max_pi min_{||theta - theta_hat||_F^2 <= zeta} J(pi; r_theta) - E_{tau ~ mu_ref} r_theta(tau).
 
-Both terms are linear in theta through expected features (sim/mdp.py), so with the occupancy
+Both terms are linear in theta through expected features (sim/model/mdp.py), so with the occupancy
 measure d (H, S, A) of pi and v(d) = Phi^T (d - d_ref) in R^{d1 d2} (Phi: phi reshaped to
 (S A, d1 d2), applied at every step h and summed) the inner minimum is closed-form and
 

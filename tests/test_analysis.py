@@ -1,4 +1,4 @@
-"""sim/analysis.py: constant_free flags, per-class Cor 4.1 predictions and the Remark 3 table,
+"""sim/experiments/analysis.py: constant_free flags, per-class Cor 4.1 predictions and the Remark 3 table,
 checked against closed forms and synthetic sweeps with known exponents."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Beyond one process: sim.sweep on Dask (and Ray) against --jobs 1, and llm/train.py on two
+"""Beyond one process: sim.experiments.sweep on Dask (and Ray) against --jobs 1, and llm/train.py on two
 gloo processes against one process with the same effective batch (bit-identical results)."""
 
 from __future__ import annotations

@@ -182,7 +182,7 @@ def test_fisher_information_matches_a_direct_sum():
         np.testing.assert_allclose(info[i], direct, rtol=1e-12, atol=1e-12)
 
 
-# ---------------------------------------------------------------- parametric bootstrap (sim/bootstrap.py)
+# ---------------------------------------------------------------- parametric bootstrap (sim/confidence/bootstrap.py)
 
 
 def test_radius_from_errors_is_the_conformal_order_statistic():

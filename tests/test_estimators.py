@@ -1,4 +1,4 @@
-"""Tests of sim/estimators.py and sim/lowrank.py: the MLEs of Eq. 3.5 over S, S^LoRA and
+"""Tests of sim/estimation/estimators.py and sim/estimation/lowrank.py: the MLEs of Eq. 3.5 over S, S^LoRA and
 S^ShareLoRA (Eq. 3.1, 3.3, 3.4), the global and nuclear-norm references, and their statistical
 behaviour."""
 

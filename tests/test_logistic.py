@@ -1,4 +1,4 @@
-"""Tests of sim/logistic.py: the exact ball trust-region solver and ball-constrained Newton
+"""Tests of sim/estimation/logistic.py: the exact ball trust-region solver and ball-constrained Newton
 (the Eq. 3.1 ball), against cvxpy/Clarabel and by property tests."""
 
 import cvxpy as cp

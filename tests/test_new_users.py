@@ -97,7 +97,7 @@ def test_new_users_share_the_column_space_and_the_energies(tail):
     np.testing.assert_allclose(np.sum(head**2, axis=(1, 2)), k * nu, rtol=1e-10)
     np.testing.assert_allclose(np.sum((new.delta - head) ** 2, axis=(1, 2)), tail / N,
                                rtol=1e-10, atol=1e-14)
-    # the training users have the same average energies (sim/truth.py)
+    # the training users have the same average energies (sim/model/truth.py)
     train_head = b @ (b.T @ truth.delta)
     assert np.isclose(np.mean(np.sum(train_head**2, axis=(1, 2))), k * nu)
     assert np.all(np.linalg.norm(new.delta, axis=(1, 2)) <= 1.0)

@@ -1,5 +1,5 @@
 """README's generated result blocks equal what `python -m figures.results` renders from
-docs/results, and every committed slopes.csv is what sim.analysis computes from the committed
+docs/results, and every committed slopes.csv is what sim.experiments.analysis computes from the committed
 runs (runs.csv.gz): the README tables cannot drift from the files behind them."""
 
 import json

@@ -1,4 +1,4 @@
-"""Tests of sim/mdp.py, sim/truth.py and sim/data.py: exact cases, feasibility, BT labels."""
+"""Tests of sim/model/mdp.py, sim/model/truth.py and sim/model/data.py: exact cases, feasibility, BT labels."""
 
 import numpy as np
 import pytest

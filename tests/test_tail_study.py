@@ -1,4 +1,4 @@
-"""sim.tail_study can tell the two placements of Sigma_tail apart (Theorem 4.1 vs B.1): on data
+"""sim.experiments.tail_study can tell the two placements of Sigma_tail apart (Theorem 4.1 vs B.1): on data
 generated from either form (with seed noise) it recovers that form's exponent and prefers it
 out of sample; the slope caps hold for any constants."""
 

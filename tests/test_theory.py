@@ -114,7 +114,7 @@ def test_dist_bound_slope_in_N_matches_closed_form():
     np.testing.assert_allclose(measured, closed + log_corr, atol=1e-6)
 
 
-DEFAULT = dict(N=20, d1=12, d2=3, k=2, nu=0.1, delta=0.1)  # sim.config.SimConfig's instance
+DEFAULT = dict(N=20, d1=12, d2=3, k=2, nu=0.1, delta=0.1)  # sim.model.config.SimConfig's instance
 
 
 def _b1_by_hand(N, Np, nu, tail, d1, d2, k, delta, min_bias=0.0):

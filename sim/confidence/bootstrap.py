@@ -35,7 +35,7 @@ true squared error and the n_boot replicates of a user were exchangeable (the bo
 exact), Pr(err_i <= e_(r),i) >= r / (n_boot + 1) >= 1 - delta for ANY n_boot: the noise of a
 quantile from few replicates widens zeta but does not lower the coverage (the conformal rank
 argument). Refits start cold, from the estimator's own initialisation, so the replicates
-reproduce the estimator exactly as it is used (``sim.estimators.fit`` has no warm start).
+reproduce the estimator exactly as it is used (``sim.estimation.estimators.fit`` has no warm start).
 
 Users with no more comparisons than free parameters in their DeltaTheta_i get (2B)^2 without
 resampling (:func:`underdetermined`: their comparisons are always separable, so the ball, not
@@ -60,7 +60,7 @@ from sim.model.data import PreferenceData
 
 #: Replicates per stage unless told otherwise (zeta_i = the 28th smallest of 30 at delta = 0.1).
 DEFAULT_N_BOOT = 30
-#: Spawn key of the bootstrap stream of an instance: sim.pipeline.build_instance uses the first
+#: Spawn key of the bootstrap stream of an instance: sim.experiments.pipeline.build_instance uses the first
 #: four children (spawn keys 0-3) of SeedSequence(seed) for the MDP, truth, data and test set.
 BOOT_STREAM = 4
 
@@ -79,7 +79,7 @@ def bootstrap_errors(method: str, est, data: PreferenceData, k: int, B: float,
     The bootstrap world's truth is Theta~_i = Theta_init_i + DeltaTheta~_i with DeltaTheta~ =
     ``world`` (N, d1, d2), by default the estimate est.delta itself; labels of the training pairs
     are redrawn from it and ``method`` is refitted (DeltaTheta_hat_b). method, k, B, init: as in
-    the fit that produced ``est`` (a sim.estimators.Estimate); data: its training comparisons;
+    the fit that produced ``est`` (a sim.estimation.estimators.Estimate); data: its training comparisons;
     seed: anything np.random.default_rng accepts (a Generator is used and advanced).
     """
     if method not in estimators.METHODS:

@@ -9,7 +9,7 @@ R_i = {Theta_init_i + DeltaTheta_i : ||DeltaTheta_i - DeltaTheta_hat_i||_F^2 <= 
   Fisher information of the Bradley-Terry likelihood (Eq. 3.5) restricted to the tangent
   space of each method's parameter set, with the squared error's quantile from a
   moment-matched (Satterthwaite) scaled chi-square. Closed-form: no refits, no randomness.
-  The refit-based alternative is the parametric bootstrap of sim/bootstrap.py; coverage of
+  The refit-based alternative is the parametric bootstrap of sim/confidence/bootstrap.py; coverage of
   both: docs/pessimism.md (``python -m sim.coverage``).
 - :func:`sigma_d_ellipsoid`: an extension, not in the paper: the data-shaped ellipsoid
   ||theta - theta_hat||_{Sigma_D + lambda I} <= beta of Zhu, Jordan & Jiao (2023) with beta
@@ -135,7 +135,7 @@ def calibrated_radius(method: str, est, data: PreferenceData, k: int, B: float,
                       delta: float = 0.1, init: np.ndarray | None = None) -> np.ndarray:
     """Per-user zeta_i (N,) with Pr(||DeltaTheta_hat_i - DeltaTheta*_i||_F^2 <= zeta_i) ~ 1 - delta.
 
-    method: the estimator's name; est: its sim.estimators.Estimate (uses est.delta (N, d1, d2)
+    method: the estimator's name; est: its sim.estimation.estimators.Estimate (uses est.delta (N, d1, d2)
     and est.basis (d1, k) for ``shared``); data: the training comparisons; k, B: as in the fit;
     init: Theta_init (N, d1, d2) or None (zeros).
 

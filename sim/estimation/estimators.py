@@ -10,17 +10,17 @@ log-likelihood (Eq. 3.5 negated, divided by the number of comparisons M) over
 - ``full``    : S (Eq. 3.1): ||DeltaTheta_i||_F <= B only;
 - ``global``  : one DeltaTheta shared by all users, ||DeltaTheta||_F <= B;
 - ``nuclear`` : mean NLL + lam ||[DeltaTheta_1..DeltaTheta_N]||_* without the ball (convex
-  relaxation of Eq. 3.4, reference only; lam by cross-validation, sim/nuclear.py);
+  relaxation of Eq. 3.4, reference only; lam by cross-validation, sim/estimation/nuclear.py);
 - ``zero``    : DeltaTheta_i = 0 ("learned nothing", a floor every method must beat);
 - ``oracle``  : S^ShareLoRA with the column space fixed to a given ``basis`` (B-diamond in
   the simulator): the W_i by constrained MLE, the best a shared-subspace method can reach.
 
 Algorithms (details and measured numbers in docs/estimators.md): ``full`` and ``global`` are
-batched ball-constrained logistic regressions (sim/logistic.py); ``shared`` and ``local`` use the
-Grassmannian variable-projection solver of sim/lowrank.py (``solver`` in SOLVERS) from several
+batched ball-constrained logistic regressions (sim/estimation/logistic.py); ``shared`` and ``local`` use the
+Grassmannian variable-projection solver of sim/estimation/lowrank.py (``solver`` in SOLVERS) from several
 starts (the spectral one and random ones, lowest NLL kept); ``nuclear`` is FISTA with
 singular-value thresholding. Every method works on the per-user padded layout of
-sim/layout.py. The convergence measure ``info["gap"]`` is a Frank-Wolfe gap: for ``shared`` and
+sim/estimation/layout.py. The convergence measure ``info["gap"]`` is a Frank-Wolfe gap: for ``shared`` and
 ``local`` that of the (U, W) problem over its convex feasible set, zero exactly at first-order
 stationary points; for the convex methods (``full``, ``global``) it bounds the suboptimality;
 for ``nuclear`` it is the gradient-mapping norm. ``info["converged"]`` is True only when that
@@ -134,7 +134,7 @@ def fit(method: str, data: PreferenceData, k: int, B: float, init: np.ndarray | 
     (``shared``, ``nuclear`` basis) or per-user (``local``) update, 1 <= k <= min(d1, N d2);
     B > 0: per-user Frobenius bound of Eq. 3.1/3.3/3.4; init: Theta_init (N, d1, d2) or None.
     Options: ``tol`` (gap tolerance, default DEFAULT_TOL), ``max_iter``; for ``shared``/``local``
-    ``solver`` in SOLVERS, ``max_starts`` (default sim.lowrank.MAX_STARTS; 1 = spectral start
+    ``solver`` in SOLVERS, ``max_starts`` (default sim.estimation.lowrank.MAX_STARTS; 1 = spectral start
     only) and ``seed`` of the random starts (default 0); ``lam`` (fixed penalty; default: chosen
     by cross-validation with ``seed``) for ``nuclear``; ``basis`` (d1, k) orthonormal, required
     for ``oracle``. Deterministic: the same inputs give identical arrays.
@@ -263,7 +263,7 @@ def _fit_global(prob: _Problem, B: float, tol: float, max_iter: int):
 
 def _fit_nuclear(prob: _Problem, data: PreferenceData, init, options: dict, tol: float,
                  max_iter: int):
-    """FISTA (sim/nuclear.py) at lam from ``options`` or from cross-validation (no ball)."""
+    """FISTA (sim/estimation/nuclear.py) at lam from ``options`` or from cross-validation (no ball)."""
     cv = {}
     if "lam" in options:
         lam = options["lam"]

@@ -1,7 +1,7 @@
-"""Training data laid out per user, shared by sim/estimators.py and sim/lowrank.py.
+"""Training data laid out per user, shared by sim/estimation/estimators.py and sim/estimation/lowrank.py.
 
 Each user's comparisons (Eq. 3.5's D_i) become one padded row block, so the per-user
-logistic problems of every estimator can be solved as stacked arrays (sim/logistic.py).
+logistic problems of every estimator can be solved as stacked arrays (sim/estimation/logistic.py).
 """
 
 from __future__ import annotations

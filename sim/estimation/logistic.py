@@ -1,6 +1,6 @@
 """Batched ball-constrained logistic regression, the workhorse of the MLEs of Eq. 3.5.
 
-Every estimator of sim/estimators.py reduces to (many) problems of the form
+Every estimator of sim/estimation/estimators.py reduces to (many) problems of the form
 
     minimise_v  F_g(v) = sum_j w_gj * l(<a_gj, v> + c_gj, o_gj)   subject to ||v||_2 <= R_g,
 

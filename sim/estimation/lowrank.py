@@ -1,14 +1,14 @@
-"""Rank-constrained MLE of Eq. 3.5 for the methods ``shared`` and ``local`` of sim/estimators.py.
+"""Rank-constrained MLE of Eq. 3.5 for the methods ``shared`` and ``local`` of sim/estimation/estimators.py.
 
 Minimises the mean negative log-likelihood (Eq. 3.5 negated, divided by M) over
 S^ShareLoRA (Eq. 3.4: rank([DeltaTheta_1..DeltaTheta_N]) <= k, ||DeltaTheta_i||_F <= B) for
 ``shared``, or over S^LoRA (Eq. 3.3: rank(DeltaTheta_i) <= k, ||DeltaTheta_i||_F <= B for every
-user i) for ``local``. Called through ``sim.estimators.fit``, which validates the inputs.
+user i) for ``local``. Called through ``sim.estimation.estimators.fit``, which validates the inputs.
 
 Algorithm (details and measured numbers in docs/estimators.md): write DeltaTheta_i = U W_i with
 U (d1, k) (one U for ``shared``, one per user for ``local``) and the equivalent feasible set
 {||U||_op <= 1, ||W_i||_F <= B}. W is always solved exactly for the current U (N batched
-ball-constrained logistic regressions, sim/logistic.py), which makes the objective a function
+ball-constrained logistic regressions, sim/estimation/logistic.py), which makes the objective a function
 g(span U) on the Grassmannian (variable projection). ``solver="newton"`` (default) alternates
 this exact W-step with a Newton step for g in the horizontal directions U_perp Z
 (Schur-complement Hessian, saddle-free), retracted by QR and accepted by Armijo backtracking on

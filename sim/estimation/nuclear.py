@@ -1,4 +1,4 @@
-"""Nuclear-norm relaxation of Eq. 3.4 (method ``nuclear`` of sim/estimators.py), reference only.
+"""Nuclear-norm relaxation of Eq. 3.4 (method ``nuclear`` of sim/estimation/estimators.py), reference only.
 
 Minimises mean NLL (Eq. 3.5 negated, divided by M) + lam ||[DeltaTheta_1..DeltaTheta_N]||_*
 without the Frobenius ball, by FISTA with singular-value thresholding and adaptive restart
@@ -98,7 +98,7 @@ def fista(prob: _Problem, lam: float, tol: float, max_iter: int, x0: np.ndarray 
 def cv_lambda(data, init, seed: int = 0, folds: int = CV_FOLDS) -> tuple[float, dict]:
     """lam with the lowest K-fold held-out mean NLL on the grid lam_max * CV_SPAN^(j/(G-1)).
 
-    data: sim.data.PreferenceData; init: (N, d1, d2) or None. Each user's comparisons are
+    data: sim.model.data.PreferenceData; init: (N, d1, d2) or None. Each user's comparisons are
     dealt to the folds in a random order (default_rng(seed)), so every fold holds ~Np_i/K of
     every user. Returns (lam, {"cv_grid": grid, "cv_nll": mean held-out NLL per grid value}).
     """

@@ -42,7 +42,7 @@ from sim.model.data import BEHAVIOURS  # noqa: E402
 
 
 def run(cfg: SimConfig, seed: int, methods=("shared", "local", "full", "global")) -> list[dict]:
-    """Algorithm 1 on one instance (sim.pipeline.run_instance); one row per method."""
+    """Algorithm 1 on one instance (sim.experiments.pipeline.run_instance); one row per method."""
     return run_instance(cfg, seed, methods)
 
 
@@ -53,7 +53,7 @@ def study(cfg: SimConfig, seeds: int, methods=("shared",), out: Path | None = No
     Returns one summary row per (behaviour, method) -- mean gap_pess / gap_vanilla, their t
     intervals over seeds, the paired difference gap_pess - gap_vanilla with its interval --
     and the per-seed runs.csv-style rows (full config and seed). With ``out``, every finished
-    (behaviour, seed) is kept in out/parts (sim.parts): an interrupted study resumes.
+    (behaviour, seed) is kept in out/parts (figures.files): an interrupted study resumes.
     """
     done = set() if out is None else files.finished(out, rows=len(methods), prog="sim.algorithm1")
     rows = []
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
                     help="confidence radius of Eq. 3.6 (SimConfig.radius)")
     ap.add_argument("--confidence-set", choices=CONFIDENCE_SETS, default="ball",
                     help="shape of R_i: Eq. 3.6's ball, or the data-shaped sigma_d ellipsoid "
-                         "(extension, not in the paper; sim.confidence.sigma_d_ellipsoid)")
+                         "(extension, not in the paper; sim.confidence.sets.sigma_d_ellipsoid)")
     ap.add_argument("--zeta-c", type=positive_float, default=1.0,
                     help="constant c of the theory radius (with --radius theory)")
     ap.add_argument("--out", type=Path, default=None,
@@ -170,7 +170,7 @@ def main(argv=None) -> int:
         return 0
     print(f"{'method':8s} {'est_err':>9s} {'gap_pess':>9s} {'gap_van':>9s} {'coverage':>8s} "
           f"{'zeta':>8s} {'policy_s':>8s}")
-    print(f"(instance: sim.config.SimConfig defaults with Np={np_}, behaviour={args.behaviour})")
+    print(f"(instance: sim.model.config.SimConfig defaults with Np={np_}, behaviour={args.behaviour})")
     for r in run(cfg, args.seed, methods):
         print(f"{r['method']:8s} {r['est_err']:9.4f} {r['gap_pess']:9.4f} {r['gap_vanilla']:9.4f} "
               f"{r['coverage']:8.3f} {r['zeta']:8.4f} {r['policy_s']:8.3f}")

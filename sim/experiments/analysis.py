@@ -153,7 +153,7 @@ def verdict(pred: float, lo: float, hi: float) -> str:
 
 def compute_slopes(runs: pd.DataFrame, vary: str, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    if vary == "Np_new":  # held-out users (extension): sim/new_user_analysis.py
+    if vary == "Np_new":  # held-out users (extension): sim/experiments/new_user_analysis.py
         from sim.experiments.new_user_analysis import new_user_slopes
 
         return pd.DataFrame(new_user_slopes(runs, rng), columns=SLOPE_COLUMNS)

@@ -7,7 +7,7 @@ is started for the sweep and closed after it. ``--backend ray``: ``ray.init(addr
 or a local Ray instance with ``--jobs`` CPUs.
 
 Workers only compute: every backend returns each run's rows to the driver, which writes the
-part file (``sim.parts``), so a remote cluster needs the package importable on its workers
+part file (``figures.files``), so a remote cluster needs the package importable on its workers
 but no filesystem shared with the driver (``--save-artifacts`` excepted: the worker writes
 those). Resume works as with loky: a killed driver loses only the runs in flight.
 """
@@ -101,7 +101,7 @@ def _dask_client(jobs: int, scheduler: str | None):
             client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
         else:
             # one thread per worker process: the runs are single-threaded numpy/scipy (BLAS
-            # limited to one thread in sim.sweep._run_task), the GIL would serialise threads
+            # limited to one thread in sim.experiments.sweep._run_task), the GIL would serialise threads
             cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
                                    dashboard_address=None, silence_logs=logging.ERROR)
             client = Client(cluster)

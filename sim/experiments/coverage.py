@@ -1,5 +1,5 @@
 """`python -m sim.coverage`: coverage of the Eq. 3.6 radii over seeds -- the Fisher radius
-(sim.confidence.calibrated_radius) against the parametric bootstrap (sim.bootstrap).
+(sim.confidence.sets.calibrated_radius) against the parametric bootstrap (sim.confidence.bootstrap).
 
     python -m sim.coverage [--seeds 20] [--settings 100:poor,100:uniform,20:poor,20:uniform]
                            [--methods shared,local,full,global] [--n-boot 50] [--out DIR]
@@ -127,11 +127,11 @@ def main(argv=None) -> int:
             check_memory(sim_instance_bytes(c), f"--settings {c.Np}:{c.behaviour}")
         out = check_out_dir(args.out)
     except (CliError, ValueError) as e:
-        print(f"sim.coverage: error: {e}", file=sys.stderr)
+        print(f"sim.experiments.coverage: error: {e}", file=sys.stderr)
         return 2
     err = files.claim(out, "coverage", dict(methods=methods, n_boot=args.n_boot))
     if err:
-        print(f"sim.coverage: error: {err}", file=sys.stderr)
+        print(f"sim.experiments.coverage: error: {err}", file=sys.stderr)
         return 2
     done = files.finished(out, rows=4 * len(methods), prog="sim.coverage")
     tasks = [(c, s) for c in cfgs for s in range(args.seeds)]
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
     try:
         df = files.read_parts(out, [files.part_name(c.Np, c.behaviour, s) for c, s in tasks])
     except files.ResultError as e:
-        print(f"sim.coverage: error: {e}", file=sys.stderr)
+        print(f"sim.experiments.coverage: error: {e}", file=sys.stderr)
         return 2
     files.write_csv_atomic(df, out / "coverage.csv")
     table = summarise(df)

@@ -1,5 +1,5 @@
 """One P-ShareLoRA instance end to end: ground truth with prescribed diversity (Definition 4.1),
-BTL preference data (Eq. 3.5's D_i), every estimator of sim/estimators.py, and a table of
+BTL preference data (Eq. 3.5's D_i), every estimator of sim/estimation/estimators.py, and a table of
 dist(B-hat, B-diamond) (Definition A.1), est_err, training NLL and fit time.
 
     python -m sim.demo [--seed S] [--Np NP] [--N N] [--methods shared,local,...]

@@ -1,7 +1,7 @@
 """Analysis of a `--vary Np_new` sweep (held-out users, extension, issue 18): slopes of
 est_err_new against the new-user rates of theory/new_user.py, the frozen basis' floor against
 the one predicted from the measured dist, where `shared` beats a from-scratch fit (paired
-differences with 95% CIs) and the crossover n_new. Pure pandas/numpy; used by sim/analysis.py."""
+differences with 95% CIs) and the crossover n_new. Pure pandas/numpy; used by sim/experiments/analysis.py."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _table(runs: pd.DataFrame, method: str, col: str = "est_err_new") -> pd.Data
 
 
 def _truth_terms(row: pd.Series) -> tuple[float, float]:
-    """(head energy k nu, user tail Sigma_tail / N) of every new user (sim/new_users.py)."""
+    """(head energy k nu, user tail Sigma_tail / N) of every new user (sim/experiments/new_users.py)."""
     return float(row["k"] * row["nu"]), float(row["tail"] / row["N"])
 
 
@@ -61,7 +61,7 @@ def _pred_slopes(method, row, floor, x):
 
 
 def new_user_slopes(runs: pd.DataFrame, rng: np.random.Generator) -> list[dict]:
-    """slopes.csv rows of a Np_new sweep (columns of sim.analysis.SLOPE_COLUMNS)."""
+    """slopes.csv rows of a Np_new sweep (columns of sim.experiments.analysis.SLOPE_COLUMNS)."""
     from sim.experiments.analysis import CONSTANT_FREE_TOL, slope_with_ci, verdict
 
     rows = []
@@ -209,7 +209,7 @@ def comparison_table(runs: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
 
 
 def markdown(runs: pd.DataFrame, md) -> str:
-    """The summary.md section of a Np_new sweep (``md``: sim.analysis._md)."""
+    """The summary.md section of a Np_new sweep (``md``: sim.experiments.analysis._md)."""
     cross = crossover_table(runs)
     comp = comparison_table(runs)
     return "\n".join([

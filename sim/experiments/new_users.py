@@ -22,7 +22,7 @@ B_diamond, has an isotropic head (E W W^T = nu I_k) and the training users' aver
 ||DeltaTheta*_new||_F^2 = (k nu N + Sigma_tail) / N <= B^2, the training users' own norm.
 
 Confidence sets (Eq. 3.6) use the degrees of freedom of what was fitted: for the frozen-basis
-fits the tangent space {B W} (k d2 dimensions; sim.confidence.calibrated_radius with method
+fits the tangent space {B W} (k d2 dimensions; sim.confidence.sets.calibrated_radius with method
 ``oracle`` and the frozen basis), ``local`` / ``full`` their own classes, ``global`` its
 training radius (pooled information), ``zero`` none. The frozen fits' radius ignores the
 basis' own error (the representation floor), which is not random given B_hat.
@@ -56,7 +56,7 @@ class NewUsers:
     truth: GroundTruth
     """(N_new, d1, d2) truth of the new users (init and delta)."""
     train: object
-    """sim.data.PreferenceData: their Np_new comparisons each."""
+    """sim.model.data.PreferenceData: their Np_new comparisons each."""
 
 
 def make_new_users(truth: GroundTruth, n_new: int, rng: np.random.Generator,
@@ -104,7 +104,7 @@ def build_new_users(cfg, truth: GroundTruth, mdp, mu, seeds) -> NewUsers:
 def fit_frozen(data, basis: np.ndarray, B: float, init: np.ndarray | None = None,
                tol: float = estimators.DEFAULT_TOL):
     """Eq. 3.5 over {basis W_i : ||W_i||_F <= B} for every user of ``data`` (basis (d1, k) frozen):
-    the W-step of method ``oracle`` (sim.estimators.fit), certified by its Frank-Wolfe gap."""
+    the W-step of method ``oracle`` (sim.estimation.estimators.fit), certified by its Frank-Wolfe gap."""
     basis = np.asarray(basis, dtype=float)
     return estimators.fit("oracle", data, basis.shape[1], B, init=init, basis=basis, tol=tol)
 

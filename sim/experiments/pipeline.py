@@ -41,7 +41,7 @@ def build_instance(cfg: SimConfig, seed: int):
                               np.random.default_rng(s_truth),
                               init_scale=0.0 if trap else cfg.init_scale)
     rng = np.random.default_rng(s_data)
-    if trap:  # known base reward favouring the covered actions (sim/mdp.py trap_base)
+    if trap:  # known base reward favouring the covered actions (sim/model/mdp.py trap_base)
         base = trap_base(cfg.d1, cfg.d2, cfg.trap_margin)
         truth = replace(truth, init=np.broadcast_to(base, truth.delta.shape).copy())
         mu = trap_behaviour(cfg.H, cfg.S, cfg.A, cfg.rare_mass)
@@ -139,7 +139,7 @@ def policy_gaps(mdp, solver, theta_true: np.ndarray, theta_hat: np.ndarray, zeta
 
 def _score_new_users(cfg: SimConfig, method: str, est, new, b_diamond, zeta_train, mdp, mu,
                      solver) -> dict:
-    """The new-user columns of runs.csv (sim.new_users.COLUMNS) for one method."""
+    """The new-user columns of runs.csv (sim.experiments.new_users.COLUMNS) for one method."""
     delta_hat, zeta, fit_gap = new_users.personalise(method, est, new, cfg.k, cfg.B, b_diamond,
                                                      cfg.delta, zeta_train)
     t = new.truth
@@ -176,7 +176,7 @@ def warn_unconverged(runs) -> str | None:
 
 def _radius(cfg: SimConfig, method: str, est, train, truth, seed: int) -> np.ndarray:
     """Per-user zeta_i of Eq. 3.6 (array (N,)); the bootstrap draws from its own stream of the
-    instance seed (sim.bootstrap.boot_seed)."""
+    instance seed (sim.confidence.bootstrap.boot_seed)."""
     if cfg.radius == "theory":
         z = sets.theory_radius(cfg.N, cfg.Np, cfg.nu, cfg.tail, cfg.d1, cfg.d2, cfg.k,
                                      min_bias=float(diversity.per_user_bias(truth.delta, cfg.k).min()),

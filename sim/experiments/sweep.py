@@ -6,7 +6,7 @@ figures. Outputs and columns: docs/formats.md.
 Each (value, seed) task writes its rows to ``parts/`` atomically (temp file + rename) as soon as
 it finishes, so an interrupted sweep (Ctrl-C, kill -9) loses nothing finished; re-running the
 same command skips finished tasks. runs.csv is re-assembled from the parts in a fixed order.
-Runs execute on joblib/loky processes, a Dask cluster or Ray (``--backend``, sim/backends.py);
+Runs execute on joblib/loky processes, a Dask cluster or Ray (``--backend``, sim/experiments/backends.py);
 the driver writes every part as its result arrives.
 """
 
@@ -53,9 +53,9 @@ GRIDS = {
     "Np": dict(values=[50, 100, 200, 400, 800, 1600], base={}),
     "N": dict(values=[5, 10, 20, 40, 80], base=dict(Np=100)),
     "k": dict(values=[1, 2, 3, 4], base=dict(nu=0.05)),
-    # S*A = 128 >= d1*d2 = 120 keeps every grid point identifiable (sim.data.check_identifiability).
+    # S*A = 128 >= d1*d2 = 120 keeps every grid point identifiable (sim.model.data.check_identifiability).
     "d1": dict(values=[5, 10, 20, 40], base=dict(Np=400, S=32)),
-    # New users (extension, sim/new_users.py) of the default training instance: from the
+    # New users (extension, sim/experiments/new_users.py) of the default training instance: from the
     # estimation-dominated range (5) past the frozen basis' floor; the grid reaches 6400 so the
     # from-scratch fits can catch up (chosen after a 3-seed look at 5..320, docs/estimators.md).
     "Np_new": dict(values=[5, 10, 20, 50, 100, 200, 400, 800, 1600, 3200, 6400],
@@ -76,7 +76,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "over seeds, fit log-log slopes, compare with the paper's bounds, draw figures.")
     p.add_argument("--vary", required=True, choices=VARY, help="parameter to vary")
     p.add_argument("--values", help="comma-separated grid, e.g. --values 50,100,200 "
-                                    "(default: a built-in grid per --vary, sim/sweep.py::GRIDS)")
+                                    "(default: a built-in grid per --vary, sim/experiments/sweep.py::GRIDS)")
     p.add_argument("--seeds", type=int, default=10, help="number of seeds 0..S-1")
     p.add_argument("--jobs", type=int_at_least(-1), default=os.cpu_count() or 1,
                    help="parallel workers (loky processes, LocalCluster workers or Ray CPUs; one BLAS thread each; -1: all cores). "
@@ -204,7 +204,7 @@ def _execute(args, out: Path, spec: dict, tasks: list[tuple], jobs: int, total: 
     with task_runner(backend, jobs, scheduler) as run:
         err = claim(out, "sweep", spec, keys=SPEC_KEYS)  # written once the backend is up
         if err:
-            print(f"sim.sweep: error: {err}", file=sys.stderr)
+            print(f"sim.experiments.sweep: error: {err}", file=sys.stderr)
             return 2
         if args.save_artifacts:
             (out / "artifacts").mkdir(exist_ok=True)
@@ -230,22 +230,22 @@ def main(argv=None) -> int:
         cfg, values, seeds, methods = plan(args)
         out = check_out_dir(args.out or f"results/sweep-{args.vary}")
     except CliError as e:
-        print(f"sim.sweep: error: {e}", file=sys.stderr)
+        print(f"sim.experiments.sweep: error: {e}", file=sys.stderr)
         return 2
     try:
         check_backend(args.backend, args.scheduler)
     except BackendError as e:
-        print(f"sim.sweep: error: {e}", file=sys.stderr)
+        print(f"sim.experiments.sweep: error: {e}", file=sys.stderr)
         return 2
     spec = dict(vary=args.vary, values=values, seeds=seeds, methods=methods, base=cfg.as_dict())
     err = claim(out, "sweep", spec, keys=SPEC_KEYS, write=False)
     if err:
-        print(f"sim.sweep: error: {err}", file=sys.stderr)
+        print(f"sim.experiments.sweep: error: {err}", file=sys.stderr)
         return 2
     done = finished(out, rows=len(methods), prog="sim.sweep")
     todo = [(v, s) for v in values for s in seeds if part_name(v, s) not in done]
     if args.analyse_only and todo:
-        print(f"sim.sweep: error: --analyse-only: {len(todo)} of {len(values) * len(seeds)} runs "
+        print(f"sim.experiments.sweep: error: --analyse-only: {len(todo)} of {len(values) * len(seeds)} runs "
               f"are missing in {out}/parts; run without --analyse-only", file=sys.stderr)
         return 2
     jobs = min(args.jobs if args.jobs > 0 else (os.cpu_count() or 1), max(len(todo), 1))
@@ -253,7 +253,7 @@ def main(argv=None) -> int:
     try:
         status = _execute(args, out, spec, tasks, jobs, len(values) * len(seeds))
     except BackendError as e:  # unreachable scheduler: reported before anything is written
-        print(f"sim.sweep: error: {e}", file=sys.stderr)
+        print(f"sim.experiments.sweep: error: {e}", file=sys.stderr)
         return 2
     if status:
         return status
@@ -263,12 +263,12 @@ def main(argv=None) -> int:
     try:
         runs = assemble(out, values, seeds, methods)
     except ResultError as e:
-        print(f"sim.sweep: error: {e}", file=sys.stderr)
+        print(f"sim.experiments.sweep: error: {e}", file=sys.stderr)
         return 2
     from sim.experiments.pipeline import warn_unconverged
 
     if (msg := warn_unconverged(runs)) is not None:  # once per sweep, not once per fit
-        print(f"sim.sweep: warning: {msg}", file=sys.stderr)
+        print(f"sim.experiments.sweep: warning: {msg}", file=sys.stderr)
     slopes = write_analysis(runs, args.vary, out)
     figs = []
     if not args.no_figures:

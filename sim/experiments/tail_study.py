@@ -21,7 +21,7 @@ default, and reports three constant-free checks:
    with bootstrap CIs over seeds and each rule's RMSE (the rule that fits better is the one
    whose gamma is informative: the other one's is biased by the wrong combination).
 
-Sizes are set by one busy core (see SEEDS). Writes OUT/Np<N_p>/ (sim.sweep directories: runs.csv with the full config per row,
+Sizes are set by one busy core (see SEEDS). Writes OUT/Np<N_p>/ (sim.experiments.sweep directories: runs.csv with the full config per row,
 resumable), OUT/tail_study.csv (one row per check, config columns included) and
 OUT/tail_study.md. ``--analyse-only`` re-reads finished sweeps.
 """
@@ -232,7 +232,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, help=f"seeds per point (default per N_p: {SEEDS})")
     p.add_argument("--jobs", type=int, default=1, help="parallel workers for the sweeps")
     p.add_argument("--analyse-only", action="store_true",
-                   help="run nothing new: re-analyse the finished sweeps (sim.sweep --analyse-only)")
+                   help="run nothing new: re-analyse the finished sweeps (sim.experiments.sweep --analyse-only)")
     args = p.parse_args(argv)
     if args.seeds is not None and args.seeds < 2:
         p.error(f"--seeds must be at least 2, got {args.seeds}")
@@ -242,7 +242,7 @@ def main(argv=None) -> int:
     try:
         tables = load(out)
     except FileNotFoundError as e:
-        print(f"sim.tail_study: error: {e}", file=sys.stderr)
+        print(f"sim.experiments.tail_study: error: {e}", file=sys.stderr)
         return 2
     row = pd.read_csv(out / f"Np{NPS[0]}" / "runs.csv").iloc[0]
     df = analyse(tables, row)

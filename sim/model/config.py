@@ -53,10 +53,10 @@ class SimConfig:
     """Shape of R_i: 'ball' (Eq. 3.6, radius from `radius`) or 'sigma_d' (extension, not in the
     paper: the data-shaped ellipsoid ||theta - theta_hat||_{Sigma_D + lambda I}^2 <= beta of
     Zhu, Jordan & Jiao (2023), beta calibrated like the ball's radius from the method's model,
-    sim.confidence.sigma_d_ellipsoid; `radius` unused)."""
+    sim.confidence.sets.sigma_d_ellipsoid; `radius` unused)."""
     instance: str = "default"
     """'default' (random MDP, Gaussian features, behaviour from `behaviour`) or 'trap' (a
-    coverage trap, sim/mdp.py trap_mdp: one-hot features, one row of Theta per action (needs
+    coverage trap, sim/model/mdp.py trap_mdp: one-hot features, one row of Theta per action (needs
     A == d1, S >= d2), a known base reward Theta_init favouring TRAP_GOOD actions by
     `trap_margin`, and a behaviour policy putting mass `rare_mass` on the other actions;
     `behaviour`, `eps` and `init_scale` are not used). docs/pessimism.md."""
@@ -68,11 +68,11 @@ class SimConfig:
     ref_policy: str = "behaviour"
     """Reference policy of Eq. 3.7: 'behaviour' (mu_ref = mu1 for every user) or 'empirical'
     (per-user mu_{i,ref}: user i's own empirical policy of their training trajectories,
-    Dirichlet-smoothed towards the behaviour policy; sim.data.empirical_policy)."""
+    Dirichlet-smoothed towards the behaviour policy; sim.model.data.empirical_policy)."""
     radius: str = "calibrated"
     """Confidence radius zeta of Eq. 3.6: 'calibrated' (closed-form Fisher radius), 'bootstrap'
     (parametric bootstrap, the larger radius of two worlds, 2 n_boot refits per method,
-    sim/bootstrap.py) or 'theory' (Eq. B.1/C.3). Coverage of each: docs/pessimism.md."""
+    sim/confidence/bootstrap.py) or 'theory' (Eq. B.1/C.3). Coverage of each: docs/pessimism.md."""
     n_boot: int = 30
     """Bootstrap replicates per stage (used when radius == 'bootstrap'); at least 2."""
     zeta_c: float = 1.0
@@ -87,7 +87,7 @@ class SimConfig:
     docs/pessimism.md."""
     N_new: int = 0
     """Held-out users scored with what each method learned (extension, issue 18; 0 = off, the
-    new-user columns of runs.csv are then empty). sim/new_users.py, docs/estimators.md."""
+    new-user columns of runs.csv are then empty). sim/experiments/new_users.py, docs/estimators.md."""
     Np_new: int = 20
     """Comparisons per held-out user (used when N_new > 0)."""
 
@@ -145,7 +145,7 @@ class SimConfig:
 
 def sim_instance_bytes(cfg) -> float:
     """A rough lower bound on the peak memory (bytes) of one simulated instance
-    (sim.pipeline.run_instance): float64 trajectory features of the training and held-out
+    (sim.experiments.pipeline.run_instance): float64 trajectory features of the training and held-out
     comparisons (several copies: x0, x1, their difference, the padded per-user layout), the
     MDP's transitions and features, and every user's policies. Used only to refuse sizes
     that cannot fit, not to plan memory."""

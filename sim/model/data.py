@@ -2,7 +2,7 @@
 
 Each user i gets Np_i comparisons (tau_0, tau_1) with tau_0 ~ mu0, tau_1 ~ mu1 and the label
 o = 1 ("tau_0 preferred") with probability Phi(r*_i(tau_0) - r*_i(tau_1)), Phi = sigmoid.
-Trajectories enter only through psi(tau) = sum_h phi(s_h, a_h) (sim/mdp.py).
+Trajectories enter only through psi(tau) = sum_h phi(s_h, a_h) (sim/model/mdp.py).
 """
 
 from __future__ import annotations
