@@ -131,6 +131,7 @@ class Face:
                 else:
                     dm = dm @ P4[h][rows, act[h]]
         self.G = G
+        self.owner, self.sw_state = states, key  # state id of each row of G / each switch
 
     def occupancy(self, c: np.ndarray) -> np.ndarray:
         """Occupancy (H, S, A) at coordinates c (clipped at 0 against rounding)."""
@@ -154,29 +155,59 @@ class Face:
         return d
 
 
-def face_master(V, x0, G, th, sz):
+STATS = {"cold": 0, "it": 0}
+
+
+def _pivots(rows_state, sw_state, fixed):
+    """One free switch per active row, at the row's own state (G is 1 there), or None."""
+    piv = np.empty(rows_state.size, dtype=np.intp)
+    for i, t in enumerate(rows_state):
+        j = np.flatnonzero((sw_state == t) & ~fixed)
+        if j.size == 0:
+            return None
+        piv[i] = j[0]
+    return piv
+
+
+def _null_space(Ga, rows_state, free_state):
+    """Basis (nf, nf - r) of the null space of the active rows Ga (r, nf) over the free switches.
+
+    Each active row t has coefficient 1 at the free switches of its own state and entries only
+    at upstream states otherwise, so one pivot per row gives an invertible (triangular in step
+    order) block: c_piv = -Ga_piv^(-1) Ga_rest c_rest. Falls back to an SVD without pivots.
+    """
+    piv = _pivots(rows_state, free_state, np.zeros(free_state.size, dtype=bool))
+    nf = free_state.size
+    if piv is None:
+        _, sv, vt = np.linalg.svd(Ga)
+        return vt[int((sv > 1e-10 * max(sv.max(initial=0.0), 1e-300)).sum()):].T
+    rest = np.setdiff1d(np.arange(nf), piv)
+    Z = np.zeros((nf, rest.size))
+    Z[rest, np.arange(rest.size)] = 1.0
+    Z[piv] = -np.linalg.solve(Ga[:, piv], Ga[:, rest])
+    return Z
+
+
+def face_master(V, x0, G, th, sz, c0=None, owner=None, sw_state=None):
     """max f(x0 + V c) s.t. c >= 0, G c <= 1 by a primal active-set method; returns c.
 
     V (D, k), x0 (D,) in the master's coordinates (f = <x, th> - sz ||x||). Starts at the
-    base vertex c = 0. Equality steps: the closed-form maximiser of (*) on the affine set the
+    base vertex c = 0 or at the feasible warm start c0. Equality steps: the closed-form maximiser of (*) on the affine set the
     working set leaves free (sim.simplicial.affine_max); a blocking constraint joins the working
     set (a minor cycle, as in master_step); at an equality optimum every constraint whose
     multiplier has the wrong sign leaves it at once.
     """
     k = V.shape[1]
-    c = np.zeros(k)
-    lb = np.ones(k, dtype=bool)  # working set: bounds c_j = 0 ...
-    ub = np.zeros(G.shape[0], dtype=bool)  # ... and base-occupancy constraints (G c)_t = 1
+    c = np.zeros(k) if c0 is None else np.clip(c0, 0.0, None)
+    lb = c <= 0.0  # working set: bounds c_j = 0 ...
+    ub = G @ c >= 1.0 - FEAS_TOL  # ... and base-occupancy constraints (G c)_t = 1
     for _ in range(MAX_ACTIVE):
+        STATS["it"] += 1
         free = np.flatnonzero(~lb)
         x = x0 + V @ c
         step, t_max = np.zeros(k), 1.0
         if free.size:
-            if ub.any():
-                _, sv, vt = np.linalg.svd(G[ub][:, free])
-                Z = vt[int((sv > 1e-10 * max(sv.max(initial=0.0), 1e-300)).sum()):].T
-            else:
-                Z = None
+            Z = _null_space(G[ub][:, free], owner[ub], sw_state[free]) if ub.any() else None
             B = V[:, free] if Z is None else V[:, free] @ Z
             if B.shape[1]:
                 Q, R, perm = qr(B, mode="economic", pivoting=True, check_finite=False)
@@ -196,6 +227,17 @@ def face_master(V, x0, G, th, sz):
             r_ub = np.maximum(1.0 - G[inc] @ c, 0.0) / gs[inc]
             t_block = min(r_lb.min(initial=np.inf), r_ub.min(initial=np.inf))
             if t_block < t_max:
+                # Projected step: go to the working set's maximiser (or along its ray to the
+                # first G constraint), clip at c >= 0 and bind every clipped switch at once,
+                # if that is feasible and ascends; otherwise the minor cycle below.
+                t_p = t_max if np.isfinite(t_max) else r_ub.min(initial=np.inf)
+                if np.isfinite(t_p):
+                    cp = np.clip(c + t_p * step, 0.0, None)
+                    if (np.all(G @ cp <= 1.0 + FEAS_TOL)
+                            and objective(x0 + V @ cp, th, sz) > objective(x0 + V @ c, th, sz)):
+                        c, lb = cp, cp <= 0.0
+                        ub = G @ c >= 1.0 - FEAS_TOL
+                        continue
                 c = c + t_block * step
                 tie = 1e-12 + 1e-9 * t_block
                 hit = np.flatnonzero(neg)[r_lb <= t_block + tie]
@@ -211,10 +253,16 @@ def face_master(V, x0, G, th, sz):
         grad = V.T @ (th - sz * x / max(np.linalg.norm(x), 1e-300))  # d f / d c
         tol = 1e-9 * max(np.abs(grad).max(initial=0.0), 1e-300)
         if ub.any():
-            Aw = np.vstack([-np.eye(k)[lb], G[ub]])
-            lam = np.linalg.lstsq(Aw.T, grad, rcond=None)[0]
-            nlb = int(lb.sum())
-            bad_lb, bad_ub = lam[:nlb] < -tol, lam[nlb:] < -tol
+            piv = _pivots(owner[ub], sw_state, lb)
+            if piv is None:
+                Aw = np.vstack([-np.eye(k)[lb], G[ub]])
+                lam = np.linalg.lstsq(Aw.T, grad, rcond=None)[0]
+                nlb = int(lb.sum())
+                bad_lb, bad_ub = lam[:nlb] < -tol, lam[nlb:] < -tol
+            else:  # grad = G_ub^T lam on the pivots; the bounds take the rest
+                lam = np.linalg.solve(G[ub][:, piv].T, grad[piv])
+                bad_ub = lam < -tol
+                bad_lb = (grad - G[ub].T @ lam)[lb] > tol
         else:
             bad_lb, bad_ub = grad[lb] > tol, np.zeros(0, dtype=bool)
         if not (bad_lb.any() or bad_ub.any()):
@@ -259,6 +307,12 @@ def solve(P2, rho, phi3, ref_feat, th, sz, tol, root=None, max_rounds=MAX_ROUNDS
         ub = min(ub, val - ref_feat @ theta)
         if ub - lb <= tol * (1.0 + abs(ub)):
             break
+        # Base: the DP policy, except where the best point does not play its action there
+        # (then the best point's most played action), so that the best point lies in the face.
+        y_best = best[0].occupancy(best[1])
+        mass_b = y_best.sum(-1)
+        keep = (mass_b > MASS_TOL) & (np.take_along_axis(y_best, act[..., None], 2)[..., 0] <= 0)
+        act = np.where(keep, y_best.argmax(-1), act)
         F, m = successor(P2, rho, phi3, act)
         Q = F @ theta
         base_q = np.take_along_axis(Q, act[..., None], axis=2)
@@ -270,12 +324,15 @@ def solve(P2, rho, phi3, ref_feat, th, sz, tol, root=None, max_rounds=MAX_ROUNDS
         if cand.sum() > max_face:  # the max_face smallest losses
             cut = np.partition(loss.reshape(-1), max_face - 1)[max_face - 1]
             cand &= loss <= cut
-        occ = best[0].occupancy(best[1]) > 0
-        cand |= occ & reach  # the best point's support
+        cand |= (y_best > 0) & reach  # the best point's support
         np.put_along_axis(cand, act[..., None], False, axis=2)
         sw_h, sw_s, sw_a = np.nonzero(cand)
         face = Face(P2, rho, act, m, F, sw_h, sw_s, sw_a, ref_feat, to_master)
-        c = face_master(face.V, face.x0, face.G, th_m, sz)
+        c0 = y_best[sw_h, sw_s, sw_a] / face.mj
+        if not np.allclose(face.occupancy(c0), y_best, rtol=0.0, atol=1e-12):
+            STATS["cold"] += 1
+            c0 = None  # the best point is not in this face: start at its base vertex
+        c = face_master(face.V, face.x0, face.G, th_m, sz, c0, face.owner, face.sw_state)
         x_new = face.x0 + face.V @ c
         f_new = objective(x_new, th_m, sz)
         if f_new > lb:
