@@ -155,18 +155,17 @@ class Face:
         return d
 
 
-STATS = {"cold": 0, "it": 0}
-
-
 def _pivots(rows_state, sw_state, fixed):
-    """One free switch per active row, at the row's own state (G is 1 there), or None."""
-    piv = np.empty(rows_state.size, dtype=np.intp)
-    for i, t in enumerate(rows_state):
-        j = np.flatnonzero((sw_state == t) & ~fixed)
-        if j.size == 0:
-            return None
-        piv[i] = j[0]
-    return piv
+    """One free switch per active row, at the row's own state (G is 1 there), or None.
+
+    sw_state is sorted (switches come from np.nonzero over (h, s, a)), so the first free
+    switch of each state is found by a binary search."""
+    idx = np.flatnonzero(~fixed)
+    st_free = sw_state[idx]
+    pos = np.searchsorted(st_free, rows_state)
+    if np.any(pos >= st_free.size) or np.any(st_free[np.minimum(pos, st_free.size - 1)] != rows_state):
+        return None
+    return idx[pos]
 
 
 def _null_space(Ga, rows_state, free_state):
@@ -176,16 +175,36 @@ def _null_space(Ga, rows_state, free_state):
     at upstream states otherwise, so one pivot per row gives an invertible (triangular in step
     order) block: c_piv = -Ga_piv^(-1) Ga_rest c_rest. Falls back to an SVD without pivots.
     """
-    piv = _pivots(rows_state, free_state, np.zeros(free_state.size, dtype=bool))
     nf = free_state.size
+    piv = _pivots(rows_state, free_state, np.zeros(nf, dtype=bool))
     if piv is None:
         _, sv, vt = np.linalg.svd(Ga)
         return vt[int((sv > 1e-10 * max(sv.max(initial=0.0), 1e-300)).sum()):].T
-    rest = np.setdiff1d(np.arange(nf), piv)
-    Z = np.zeros((nf, rest.size))
-    Z[rest, np.arange(rest.size)] = 1.0
+    rest = np.ones(nf, dtype=bool)
+    rest[piv] = False
+    nr = int(rest.sum())
+    Z = np.zeros((nf, nr))
+    Z[rest, np.arange(nr)] = 1.0
     Z[piv] = -np.linalg.solve(Ga[:, piv], Ga[:, rest])
     return Z
+
+
+def _span(B):
+    """(Q (D, r) orthonormal basis of range(B), solver of B z = Q y for z (basic solution))."""
+    if B.shape[1] <= B.shape[0]:
+        Q, R = np.linalg.qr(B)
+        diag = np.abs(np.diag(R))
+        if diag.min() > RANK_TOL * max(diag.max(), 1e-300):
+            return Q, lambda y: solve_triangular(R, y, check_finite=False)
+    Q, R, perm = qr(B, mode="economic", pivoting=True, check_finite=False)
+    diag = np.abs(np.diag(R))
+    rank = int((diag > RANK_TOL * max(diag[0] if diag.size else 0.0, 1e-300)).sum())
+
+    def solve(y):
+        z = np.zeros(B.shape[1])
+        z[perm[:rank]] = solve_triangular(R[:rank, :rank], y, check_finite=False)
+        return z
+    return Q[:, :rank], solve
 
 
 def face_master(V, x0, G, th, sz, c0=None, owner=None, sw_state=None):
@@ -202,22 +221,17 @@ def face_master(V, x0, G, th, sz, c0=None, owner=None, sw_state=None):
     lb = c <= 0.0  # working set: bounds c_j = 0 ...
     ub = G @ c >= 1.0 - FEAS_TOL  # ... and base-occupancy constraints (G c)_t = 1
     for _ in range(MAX_ACTIVE):
-        STATS["it"] += 1
         free = np.flatnonzero(~lb)
         x = x0 + V @ c
         step, t_max = np.zeros(k), 1.0
         if free.size:
             Z = _null_space(G[ub][:, free], owner[ub], sw_state[free]) if ub.any() else None
             B = V[:, free] if Z is None else V[:, free] @ Z
-            if B.shape[1]:
-                Q, R, perm = qr(B, mode="economic", pivoting=True, check_finite=False)
-                diag = np.abs(np.diag(R))
-                rank = int((diag > RANK_TOL * max(diag[0], 1e-300)).sum())
-                if rank:
-                    dx, t_max = affine_max(x, Q[:, :rank], th, sz)
-                    z = np.zeros(B.shape[1])
-                    z[perm[:rank]] = solve_triangular(R[:rank, :rank], Q[:, :rank].T @ dx,
-                                                      check_finite=False)
+            if B.shape[1] and np.abs(B).max() > 0:
+                Q, solve_z = _span(B)
+                if Q.shape[1]:
+                    dx, t_max = affine_max(x, Q, th, sz)
+                    z = solve_z(Q.T @ dx)
                     step[free] = z if Z is None else Z @ z
         if np.abs(step).max(initial=0.0) > 1e-15:
             neg = (~lb) & (step < 0)
@@ -284,9 +298,7 @@ def solve(P2, rho, phi3, ref_feat, th, sz, tol, root=None, max_rounds=MAX_ROUNDS
         to_master, th_m, lift = (lambda v: v), th, (lambda u: u)
     else:
         to_master, th_m, lift = (lambda v: root[0] @ v), root[1] @ th, (lambda u: root[0] @ u)
-    S = P2.shape[2]
     max_face = int(max_face or FACE_DIM * th.size)
-    rows = np.arange(S)
     act, val = dp(P2, rho, phi3 @ th)
     n_dp, ub = 1, val - ref_feat @ th
     F, m = successor(P2, rho, phi3, act)
@@ -294,8 +306,9 @@ def solve(P2, rho, phi3, ref_feat, th, sz, tol, root=None, max_rounds=MAX_ROUNDS
     best = (Face(P2, rho, act, m, F, none, none, none, ref_feat, to_master), np.zeros(0))
     x = best[0].x0
     lb = objective(x, th_m, sz)
-    width = FACE_WIDTH
-    for rounds in range(1, max_rounds + 1):
+    width, rounds = FACE_WIDTH, 0
+    while rounds < max_rounds:
+        rounds += 1
         if ub - lb <= tol * (1.0 + abs(ub)):
             break
         nx = np.linalg.norm(x)
@@ -330,7 +343,6 @@ def solve(P2, rho, phi3, ref_feat, th, sz, tol, root=None, max_rounds=MAX_ROUNDS
         face = Face(P2, rho, act, m, F, sw_h, sw_s, sw_a, ref_feat, to_master)
         c0 = y_best[sw_h, sw_s, sw_a] / face.mj
         if not np.allclose(face.occupancy(c0), y_best, rtol=0.0, atol=1e-12):
-            STATS["cold"] += 1
             c0 = None  # the best point is not in this face: start at its base vertex
         c = face_master(face.V, face.x0, face.G, th_m, sz, c0, face.owner, face.sw_state)
         x_new = face.x0 + face.V @ c
@@ -339,7 +351,6 @@ def solve(P2, rho, phi3, ref_feat, th, sz, tol, root=None, max_rounds=MAX_ROUNDS
             lb, best, x = f_new, (face, c), x_new
         else:
             width *= 10.0  # no ascent: the face was too narrow
-    else:
-        if ub - lb > tol * (1.0 + abs(ub)):
-            return None
+    if ub - lb > tol * (1.0 + abs(ub)):
+        return None
     return best[0].occupancy(best[1]), lb, ub, n_dp, rounds
