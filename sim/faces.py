@@ -45,7 +45,7 @@ FACE_WIDTH = 3.0
 #: most about d1 d2 of them (one equation on theta* each).
 FACE_DIM = 1.0
 #: Outer rounds (DP + face master) before the caller falls back to the LP path.
-MAX_ROUNDS = 12
+MAX_ROUNDS = 40
 #: Active-set iterations of one face master.
 MAX_ACTIVE = 200
 #: Occupancy mass below which a state counts as unreachable under the base policy.
@@ -320,11 +320,11 @@ def solve(P2, rho, phi3, ref_feat, th, sz, tol, root=None, max_rounds=MAX_ROUNDS
         ub = min(ub, val - ref_feat @ theta)
         if ub - lb <= tol * (1.0 + abs(ub)):
             break
-        # Base: the DP policy, except where the best point does not play its action there
-        # (then the best point's most played action), so that the best point lies in the face.
+        # Base: the best point's most played action wherever it goes (so that it lies in the
+        # face and base occupancies stay away from 0), the DP policy elsewhere.
         y_best = best[0].occupancy(best[1])
         mass_b = y_best.sum(-1)
-        keep = (mass_b > MASS_TOL) & (np.take_along_axis(y_best, act[..., None], 2)[..., 0] <= 0)
+        keep = mass_b > MASS_TOL
         act = np.where(keep, y_best.argmax(-1), act)
         F, m = successor(P2, rho, phi3, act)
         Q = F @ theta
