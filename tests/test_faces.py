@@ -108,3 +108,21 @@ def test_face_rounds_certify_without_the_lp_fallback(seed):
     assert ub - lb <= 1e-9 * (1 + abs(ub)) and n_dp in (rounds, rounds + 1)
     assert lb == pytest.approx(socp.solve(th, sz**2).objective, abs=1e-6)
     np.testing.assert_allclose(d.sum(-1)[0], mdp.rho, atol=1e-12)
+
+
+def test_config_accepts_face_and_the_pipeline_agrees_with_lp():
+    # The same run with policy_solver = face and = lp: every result within the certificate.
+    from sim.config import SimConfig
+    from sim.pipeline import run_instance
+
+    with pytest.raises(ValueError, match="'face'"):
+        SimConfig(policy_solver="simplex")
+    rows = {}
+    for solver in ("lp", "face"):
+        cfg = SimConfig(N=6, d1=4, d2=2, k=1, S=5, A=3, H=3, n_test=10, Np=60,
+                        confidence_set="sigma_d", policy_solver=solver)
+        rows[solver] = run_instance(cfg, 0, ["shared", "local"])
+    for a, b in zip(rows["lp"], rows["face"]):
+        assert a["gap_pess"] == pytest.approx(b["gap_pess"], abs=1e-6)
+        assert max(a["policy_cert_gap"], b["policy_cert_gap"]) <= 1e-8
+        assert a["zeta"] == b["zeta"] and a["coverage"] == b["coverage"]
