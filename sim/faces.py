@@ -354,3 +354,25 @@ def solve(P2, rho, phi3, ref_feat, th, sz, tol, root=None, max_rounds=MAX_ROUNDS
     if ub - lb > tol * (1.0 + abs(ub)):
         return None
     return best[0].occupancy(best[1]), lb, ub, n_dp, rounds
+
+
+def solve_for(solver, theta_hat, zeta, root=None):
+    """sim.policy.PessimisticSolver's "face" path: (pi, objective, ub, DPs, theta_worst).
+
+    The face rounds of :func:`solve` on the solver's MDP and reference; the LP path
+    (solver._solve_lp) when they do not certify within MAX_ROUNDS, at the cone's tip, or when
+    a face master meets an unbounded ray (its DPs then count the rounds as MAX_ROUNDS + 1)."""
+    mdp = solver.mdp
+    th, sz = theta_hat.reshape(-1), float(np.sqrt(zeta))
+    try:
+        out = solve(mdp.P.reshape(mdp.H, mdp.S * mdp.A, mdp.S), mdp.rho,
+                    solver._phi.reshape(mdp.S, mdp.A, -1), solver._ref_feat, th, sz,
+                    solver.tol, root)
+    except RuntimeError:  # a face master that hit an unbounded ray
+        out = None
+    if out is None:
+        pi, obj, ub, n_lp, theta_worst = solver._solve_lp(theta_hat, zeta, root)
+        return pi, obj, ub, n_lp + MAX_ROUNDS + 1, theta_worst
+    d, _, ub, n_dp, _ = out
+    return solver._finish(d, th, sz, root, ub, n_dp)
+

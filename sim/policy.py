@@ -78,7 +78,7 @@ class PolicyResult:
     objective: float
     """f(d) of (*) at the solver's occupancy: the pessimistic value relative to mu_ref."""
     n_lp: int
-    """Number of pricing LPs solved (0 for the SOCP solver)."""
+    """Number of pricing LPs solved (0 for the SOCP solver; "face": backward inductions)."""
     seconds: float
     """Wall-clock time of the solve."""
     upper_bound: float = float("nan")
@@ -318,32 +318,21 @@ class PessimisticSolver:
         if not (np.all(np.isfinite(d)) and np.isfinite(ub) and np.isfinite(obj)):
             raise RuntimeError("pessimistic LP path failed: non-finite occupancy or bound "
                                f"(upper bound {ub}, objective {obj})")
+        return self._finish(d, th, sz, root, ub, n_lp)
+
+    def _finish(self, d, th, sz, root, ub, n):
+        """(policy, its exactly re-evaluated objective, ub, n, worst-case theta) from d."""
         pi = extract_policy(d)
-        v = self._v(occupancy(mdp, pi).reshape(-1))  # exact re-evaluation of the policy
-        theta_worst = self._worst_theta(th, sz, v, root).reshape(mdp.d1, mdp.d2)
-        return pi, float(v @ th - sz * np.linalg.norm(to_master(v))), ub, n_lp, theta_worst
+        v = self._v(occupancy(self.mdp, pi).reshape(-1))  # exact re-evaluation of the policy
+        vm = v if root is None else root[0] @ v
+        theta_worst = self._worst_theta(th, sz, v, root).reshape(self.mdp.d1, self.mdp.d2)
+        return pi, float(v @ th - sz * np.linalg.norm(vm)), ub, n, theta_worst
 
     def _solve_face(self, theta_hat, zeta, root=None):
         """Face rounds (sim/faces.py, experimental); the LP path when they do not certify."""
         from sim import faces
 
-        mdp = self.mdp
-        th, sz = theta_hat.reshape(-1), float(np.sqrt(zeta))
-        try:
-            out = faces.solve(mdp.P.reshape(mdp.H, mdp.S * mdp.A, mdp.S), mdp.rho,
-                              self._phi.reshape(mdp.S, mdp.A, -1), self._ref_feat, th, sz,
-                              self.tol, root)
-        except RuntimeError:  # a face master that hit an unbounded ray: use the LP path
-            out = None
-        if out is None:
-            pi, obj, ub, n_lp, theta_worst = self._solve_lp(theta_hat, zeta, root)
-            return pi, obj, ub, n_lp + faces.MAX_ROUNDS + 1, theta_worst
-        d, _, ub, n_dp, _ = out
-        pi = extract_policy(d)
-        v = self._v(occupancy(mdp, pi).reshape(-1))  # exact re-evaluation of the policy
-        vm = v if root is None else root[0] @ v
-        theta_worst = self._worst_theta(th, sz, v, root).reshape(mdp.d1, mdp.d2)
-        return pi, float(v @ th - sz * np.linalg.norm(vm)), ub, n_dp, theta_worst
+        return faces.solve_for(self, theta_hat, zeta, root)
 
     def _budget_exhausted(self, ub: float, lb: float, why: str | None = None) -> None:
         why = why or f"max_lp={self.max_lp} LPs were used"
