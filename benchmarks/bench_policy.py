@@ -1,18 +1,24 @@
 """Pessimistic policy of Eq. 3.7: the LP path (simplicial decomposition, pricing LPs by backward
-induction) vs the exact SOCP (cvxpy + Clarabel, compiled once with Parameters), side by side
-on the same users.
+induction), the experimental face rounds (sim/faces.py) and the exact SOCP (cvxpy + Clarabel,
+compiled once with Parameters), side by side on the same users, each also as a multiple of
+one plug-in DP pass (backward induction for theta_hat, the floor of any method).
 
     python -m benchmarks.bench_policy [--users 50] [--seed 0] [--S 20 --A 5 --H 10 --d1 20 --d2 4]
-                                      [--metric-cond C]
+                                      [--metric-cond C] [--solvers lp,face,socp]
+    python -m benchmarks.bench_policy --instance sweep [--set ball|sigma_d] [--seeds 2]
+    python -m benchmarks.bench_policy --scaling [--users 10]
 
-Users get theta_hat = a random direction of norm --theta-norm and radii zeta spread so that
-sqrt(zeta)/||theta_hat|| is uniform in [0, --max-ratio] (ratio >= 1 is the trivial case,
-answered exactly without any solve); prints both totals, the ratio and the largest relative
-objective difference. With --metric-cond C every user gets an ellipsoid (the sigma_d set's
-shape, sim.confidence.sets.sigma_d_ellipsoid): a metric M with random eigenvectors and eigenvalues
-spread geometrically over [1/C, 1], and the ratio is sqrt(zeta)/||P_W' M^(1/2) theta_hat||
-(P_W' the projection on M^(-1/2) W, the span of the achievable feature differences), the
-same scale at which mu_ref becomes optimal.
+Random instance (default): users get theta_hat = a random direction of norm --theta-norm and
+radii zeta spread so that sqrt(zeta)/||theta_hat|| is uniform in [0, --max-ratio] (ratio >= 1
+is the trivial case, answered exactly without any solve). With --metric-cond C every user gets
+an ellipsoid (the sigma_d set's shape, sim.confidence.sets.sigma_d_ellipsoid): a metric M with
+random eigenvectors and eigenvalues spread geometrically over [1/C, 1], and the ratio is
+sqrt(zeta)/||P_W' M^(1/2) theta_hat|| (P_W' the projection on M^(-1/2) W, the span of the
+achievable feature differences), the same scale at which mu_ref becomes optimal.
+--instance sweep: the users of the default sweep's instance (sim.model.config.SimConfig defaults,
+seeds 0 .. --seeds - 1, the `shared` and `local` fits), their radii (ball) or sigma_d
+ellipsoids, as sim/experiments/pipeline.py builds them. --scaling: per-user time of each solver and of
+the DP pass against S*A*H and against d1*d2 (four sizes each), with log-log exponents.
 """
 
 from __future__ import annotations
@@ -28,33 +34,15 @@ import numpy as np  # noqa: E402
 
 from figures.cli import OneLineParser  # noqa: E402
 from sim.model.mdp import random_mdp  # noqa: E402
-from sim.policy import PessimisticSolver  # noqa: E402
+from sim.policy import SOLVERS, PessimisticSolver, vanilla_policy  # noqa: E402
 
 
-def main(argv=None) -> None:
-    ap = OneLineParser(prog="python -m benchmarks.bench_policy", description=__doc__.split("\n\n")[0])
-    for name, default in (("S", 20), ("A", 5), ("H", 10), ("d1", 20), ("d2", 4), ("users", 50),
-                          ("seed", 0)):
-        ap.add_argument(f"--{name}", type=int, default=default)
-    ap.add_argument("--theta-norm", type=float, default=1.0)
-    ap.add_argument("--max-ratio", type=float, default=0.9,
-                    help="largest sqrt(zeta)/||theta_hat|| among the users")
-    ap.add_argument("--metric-cond", type=float, default=None,
-                    help="ellipsoidal sets with metrics of this condition number (default: ball)")
-    args = ap.parse_args(argv)
-    if args.metric_cond is not None and not args.metric_cond >= 1:
-        ap.error(f"--metric-cond must be >= 1, got {args.metric_cond}")
-    rng = np.random.default_rng(args.seed)
-    mdp = random_mdp(args.S, args.A, args.H, args.d1, args.d2, rng, feature_scale=2.0)
-    mu = rng.dirichlet(np.ones(args.A), size=(args.H, args.S))
+def random_users(args, rng, mdp, span_basis):
+    """(thetas (U, d1, d2), zetas (U,), metrics list) of the random instance (module doc)."""
     thetas = rng.normal(size=(args.users, args.d1, args.d2))
     thetas *= args.theta_norm / np.linalg.norm(thetas, axis=(1, 2), keepdims=True)
     ratios = rng.uniform(0, args.max_ratio, args.users)
     zetas = (ratios * args.theta_norm) ** 2
-
-    t0 = time.perf_counter()
-    lp = PessimisticSolver(mdp, mu, "lp")
-    build_lp = time.perf_counter() - t0
     metrics = [None] * args.users
     if args.metric_cond is not None:
         D = args.d1 * args.d2
@@ -62,38 +50,140 @@ def main(argv=None) -> None:
             q = np.linalg.qr(rng.normal(size=(D, D)))[0]
             lam = np.geomspace(1.0, 1.0 / args.metric_cond, D)
             metrics[u] = (q * lam) @ q.T
-            w = np.linalg.qr((q / np.sqrt(lam)) @ q.T @ lp._span_basis)[0]
+            w = np.linalg.qr((q / np.sqrt(lam)) @ q.T @ span_basis)[0]
             lift = (q * np.sqrt(lam)) @ q.T @ thetas[u].reshape(-1)
             zetas[u] = (ratios[u] * np.linalg.norm(w.T @ lift)) ** 2
-    t0 = time.perf_counter()
-    socp = PessimisticSolver(mdp, mu, "socp")
-    socp.solve(thetas[0], zetas[0], metric=metrics[0])  # first solve compiles the cvxpy problem
-    build_socp = time.perf_counter() - t0
+    return thetas, zetas, metrics
 
-    t0 = time.perf_counter()
-    res_lp = [lp.solve(t, z, metric=m) for t, z, m in zip(thetas, zetas, metrics)]
-    t_lp = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    res_socp = [socp.solve(t, z, metric=m) for t, z, m in zip(thetas, zetas, metrics)]
-    t_socp = time.perf_counter() - t0
 
-    rel = max(abs(a.objective - b.objective) / max(1.0, abs(b.objective))
-              for a, b in zip(res_lp, res_socp))
-    n_lp = np.array([r.n_lp for r in res_lp])
-    slowest = max(r.seconds for r in res_lp)
+def sweep_users(cset: str, seeds: int):
+    """[(mdp, mu, thetas, zetas, metrics)] of the default sweep instance, one per seed."""
+    from sim.confidence.sets import sets
+    from sim.estimation import estimators
+    from sim.experiments.pipeline import _radius, build_instance
+    from sim.model.config import SimConfig
+
+    cfg = SimConfig(confidence_set=cset)
+    out = []
+    for seed in range(seeds):
+        mdp, truth, mu, train, _ = build_instance(cfg, seed)
+        for method in ("shared", "local"):
+            est = estimators.fit(method, train, cfg.k, cfg.B, init=truth.init)
+            if cset == "sigma_d":
+                metric, zeta = sets.sigma_d_ellipsoid(method, est, train, cfg.k, cfg.B,
+                                                            cfg.delta, init=truth.init)
+                metrics = list(metric)
+            else:
+                zeta, metrics = _radius(cfg, method, est, train, truth, seed), [None] * cfg.N
+            out.append((mdp, mu, truth.init + est.delta, np.asarray(zeta, float), metrics))
+    return out
+
+
+def run(mdp, mu, thetas, zetas, metrics, solvers):
+    """Per-user DP time and {solver: results} on one MDP."""
+    t0 = time.perf_counter()
+    for _ in range(5):
+        for t in thetas:
+            vanilla_policy(mdp, t)
+    t_dp = (time.perf_counter() - t0) / (5 * len(thetas))
+    res = {}
+    for name in solvers:
+        s = PessimisticSolver(mdp, mu, name)
+        if name == "socp":  # the first solve compiles the cvxpy problems
+            s.solve(thetas[0], zetas[0], metric=metrics[0])
+            s._last = None
+        res[name] = [s.solve(t, z, metric=m) for t, z, m in zip(thetas, zetas, metrics)]
+    return t_dp, res
+
+
+def report(t_dp, res, n_users):
+    print(f"plug-in DP pass {1e3 * t_dp:.3f} ms/user; per user as multiples of it:")
+    ref = res.get("socp")
+    for name, rs in res.items():
+        secs = np.array([r.seconds for r in rs])
+        n = np.array([r.n_lp for r in rs])
+        gap = max((r.upper_bound - r.objective) / (1 + abs(r.upper_bound)) for r in rs)
+        line = (f"  {name:5s} {1e3 * secs.mean():8.2f} ms  x{secs.mean() / t_dp:8.1f} mean"
+                f"  x{secs.max() / t_dp:8.1f} worst   DPs/user median {np.median(n):.0f} "
+                f"p90 {np.percentile(n, 90):.0f} max {n.max()}   worst certified gap {gap:.1e}")
+        if ref is not None:
+            diff = max(abs(a.objective - b.objective) / max(1.0, abs(b.objective))
+                       for a, b in zip(rs, ref))
+            line += f"   max |obj - socp| {diff:.1e}"
+        print(line + f"   unconverged {sum(not r.converged for r in rs)}/{n_users}")
+
+
+def scaling(args, solvers):
+    """Per-user times against S*A*H and d1*d2 (module doc), log-log exponents."""
+    series = {"S*A*H": [dict(S=s, A=5, H=10, d1=20, d2=4) for s in (5, 10, 20, 40)],
+              "d1*d2": [dict(S=20, A=5, H=10, d1=d, d2=4) for d in (5, 10, 20, 40)]}
+    for label, sizes in series.items():
+        rows = []
+        for size in sizes:
+            rng = np.random.default_rng(args.seed)
+            mdp = random_mdp(size["S"], size["A"], size["H"], size["d1"], size["d2"], rng,
+                             feature_scale=2.0)
+            mu = rng.dirichlet(np.ones(size["A"]), size=(size["H"], size["S"]))
+            a = type(args)(**{**vars(args), **size})
+            basis = PessimisticSolver(mdp, mu, "lp")._span_basis
+            t_dp, res = run(mdp, mu, *random_users(a, rng, mdp, basis), solvers)
+            x = size["S"] * size["A"] * size["H"] if label == "S*A*H" else size["d1"] * size["d2"]
+            rows.append((x, t_dp, {k: np.mean([r.seconds for r in v]) for k, v in res.items()}))
+            print(f"{label}={x:5d}  DP {1e3 * t_dp:7.3f} ms  "
+                  + "  ".join(f"{k} {1e3 * v:8.2f} ms (x{v / t_dp:7.1f})" for k, v in rows[-1][2].items()))
+        lx = np.log([r[0] for r in rows])
+        fits = {"DP": np.polyfit(lx, np.log([r[1] for r in rows]), 1)[0]}
+        for k in solvers:
+            fits[k] = np.polyfit(lx, np.log([r[2][k] for r in rows]), 1)[0]
+        print(f"exponents in {label}: " + "  ".join(f"{k} {v:.2f}" for k, v in fits.items()))
+
+
+def main(argv=None) -> None:
+    ap = OneLineParser(prog="python -m benchmarks.bench_policy", description=__doc__.split("\n\n")[0])
+    for name, default in (("S", 20), ("A", 5), ("H", 10), ("d1", 20), ("d2", 4), ("users", 50),
+                          ("seed", 0), ("seeds", 2)):
+        ap.add_argument(f"--{name}", type=int, default=default)
+    ap.add_argument("--theta-norm", type=float, default=1.0)
+    ap.add_argument("--max-ratio", type=float, default=0.9,
+                    help="largest sqrt(zeta)/||theta_hat|| among the users")
+    ap.add_argument("--metric-cond", type=float, default=None,
+                    help="ellipsoidal sets with metrics of this condition number (default: ball)")
+    ap.add_argument("--instance", choices=("random", "sweep"), default="random")
+    ap.add_argument("--set", choices=("ball", "sigma_d"), default="ball",
+                    help="confidence set of --instance sweep")
+    ap.add_argument("--solvers", default="lp,face,socp")
+    ap.add_argument("--scaling", action="store_true")
+    args = ap.parse_args(argv)
+    if args.metric_cond is not None and not args.metric_cond >= 1:
+        ap.error(f"--metric-cond must be >= 1, got {args.metric_cond}")
+    solvers = args.solvers.split(",")
+    if not solvers or any(s not in SOLVERS for s in solvers):
+        ap.error(f"--solvers must be a comma-separated subset of {','.join(SOLVERS)}")
+    if args.scaling:
+        scaling(args, solvers)
+        return
+    if args.instance == "sweep":
+        t_dp, res, n = 0.0, {}, 0
+        for mdp, mu, thetas, zetas, metrics in sweep_users(args.set, args.seeds):
+            t, r = run(mdp, mu, thetas, zetas, metrics, solvers)
+            t_dp += t * len(thetas)
+            n += len(thetas)
+            for k, v in r.items():
+                res.setdefault(k, []).extend(v)
+        print(f"sweep default instance ({args.set}), seeds 0..{args.seeds - 1}, shared + local: "
+              f"{n} users")
+        report(t_dp / n, res, n)
+        return
+    rng = np.random.default_rng(args.seed)
+    mdp = random_mdp(args.S, args.A, args.H, args.d1, args.d2, rng, feature_scale=2.0)
+    mu = rng.dirichlet(np.ones(args.A), size=(args.H, args.S))
+    basis = PessimisticSolver(mdp, mu, "lp")._span_basis
+    thetas, zetas, metrics = random_users(args, rng, mdp, basis)
     print(f"S={args.S} A={args.A} H={args.H} d1*d2={args.d1 * args.d2} users={args.users} "
           f"sqrt(zeta)/||theta|| in [0, {args.max_ratio}]"
           + ("" if args.metric_cond is None else f", ellipsoids of condition {args.metric_cond:g}"))
-    print(f"setup      lp {build_lp:8.3f} s   socp (incl. compile) {build_socp:8.3f} s")
-    print(f"solve      lp {t_lp:8.3f} s   socp {t_socp:8.3f} s   ratio socp/lp {t_socp / t_lp:6.1f}x")
-    print(f"per user   lp {1e3 * t_lp / args.users:8.2f} ms  socp {1e3 * t_socp / args.users:8.2f} ms"
-          f"   slowest lp user {1e3 * slowest:.1f} ms")
-    print(f"LPs/user   mean {n_lp.mean():.1f} max {n_lp.max()}")
-    higher = sum(a.objective >= b.objective for a, b in zip(res_lp, res_socp))
-    print(f"max relative objective difference {rel:.2e}; LP objective >= SOCP's on "
-          f"{higher}/{args.users} users; LP unconverged on "
-          f"{sum(not r.converged for r in res_lp)}; worst LP certified relative gap "
-          f"{max((r.upper_bound - r.objective) / (1 + abs(r.upper_bound)) for r in res_lp):.1e}")
+    t_dp, res = run(mdp, mu, thetas, zetas, metrics, solvers)
+    report(t_dp, res, args.users)
 
 
 if __name__ == "__main__":

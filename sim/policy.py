@@ -26,6 +26,10 @@ D = {d >= 0 : sum_a d_0(s, a) = rho(s); sum_a d_{h+1}(s', a) = sum_{s,a} P_h(s'|
   closed form on affine hulls by sim/simplicial.py (master_step). Stop when upper bound - f <= tol (1 + |ub|);
   the optimum mixes at most d1 d2 + 1 vertices, and the mixture's occupancy gives the
   (stochastic) policy.
+- ``"face"`` (experimental, an extension): face rounds of sim/faces.py -- one backward
+  induction per round identifies a whole face of tied actions, a restricted master solves
+  (*) on it; same certificate, the LP path as fallback. Few DPs, but its face master is
+  still slower than the LP path (docs/performance.md, "Eq. 3.7 near the DP floor").
 - ``"socp"``: the exact cone program in cvxpy (Clarabel), compiled once with Parameters
   (sim/socp.py), certified here the same way.
 
@@ -45,7 +49,7 @@ from sim.model.mdp import TabularMDP, backward_induction, check_policy, occupanc
 from sim.simplicial import master_step, objective, tip_step
 from sim.socp import OccupancySOCP
 
-SOLVERS = ("lp", "socp")
+SOLVERS = ("lp", "socp", "face")
 #: Occupancy mass below which a state counts as unreachable in policy extraction.
 UNREACHABLE_TOL = 1e-12
 #: Default LP budget per user: MAX_LP_PER_DIM (d1 d2 + 1) + MAX_LP_BASE pricing LPs. By
@@ -74,7 +78,7 @@ class PolicyResult:
     objective: float
     """f(d) of (*) at the solver's occupancy: the pessimistic value relative to mu_ref."""
     n_lp: int
-    """Number of pricing LPs solved (0 for the SOCP solver)."""
+    """Number of pricing LPs solved (0 for the SOCP solver; "face": backward inductions)."""
     seconds: float
     """Wall-clock time of the solve."""
     upper_bound: float = float("nan")
@@ -127,7 +131,8 @@ class PessimisticSolver:
     """Solves Eq. 3.7 for many users of one MDP and one reference policy mu_ref.
 
     mdp: the MDP; ref_policy: (H, S, A) mu_ref; solver: "lp" (simplicial decomposition, LPs by
-    backward induction) or "socp" (cvxpy + Clarabel); tol: stop when upper - lower bound <=
+    backward induction), "face" (experimental face rounds, sim/faces.py) or "socp" (cvxpy +
+    Clarabel); tol: stop when upper - lower bound <=
     tol * (1 + |bound|); max_lp: LP budget per user; strict: raise instead of warn when the
     budget runs out.
     """
@@ -224,7 +229,9 @@ class PessimisticSolver:
             return PolicyResult(pi=self.ref_policy.copy(), objective=0.0, n_lp=0,
                                 seconds=time.perf_counter() - start, upper_bound=0.0,
                                 theta_worst=(th - shift).reshape(theta_hat.shape))
-        if self.solver == "lp":
+        if self.solver == "face":
+            pi, obj, ub, n_lp, theta_worst = self._solve_face(theta_hat, zeta, root)
+        elif self.solver == "lp":
             pi, obj, ub, n_lp, theta_worst = self._solve_lp(theta_hat, zeta, root)
         else:
             pi, obj, ub, theta_worst = self._solve_socp(theta_hat, zeta, root)
@@ -311,10 +318,21 @@ class PessimisticSolver:
         if not (np.all(np.isfinite(d)) and np.isfinite(ub) and np.isfinite(obj)):
             raise RuntimeError("pessimistic LP path failed: non-finite occupancy or bound "
                                f"(upper bound {ub}, objective {obj})")
+        return self._finish(d, th, sz, root, ub, n_lp)
+
+    def _finish(self, d, th, sz, root, ub, n):
+        """(policy, its exactly re-evaluated objective, ub, n, worst-case theta) from d."""
         pi = extract_policy(d)
-        v = self._v(occupancy(mdp, pi).reshape(-1))  # exact re-evaluation of the policy
-        theta_worst = self._worst_theta(th, sz, v, root).reshape(mdp.d1, mdp.d2)
-        return pi, float(v @ th - sz * np.linalg.norm(to_master(v))), ub, n_lp, theta_worst
+        v = self._v(occupancy(self.mdp, pi).reshape(-1))  # exact re-evaluation of the policy
+        vm = v if root is None else root[0] @ v
+        theta_worst = self._worst_theta(th, sz, v, root).reshape(self.mdp.d1, self.mdp.d2)
+        return pi, float(v @ th - sz * np.linalg.norm(vm)), ub, n, theta_worst
+
+    def _solve_face(self, theta_hat, zeta, root=None):
+        """Face rounds (sim/faces.py, experimental); the LP path when they do not certify."""
+        from sim import faces
+
+        return faces.solve_for(self, theta_hat, zeta, root)
 
     def _budget_exhausted(self, ub: float, lb: float, why: str | None = None) -> None:
         why = why or f"max_lp={self.max_lp} LPs were used"

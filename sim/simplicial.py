@@ -27,6 +27,22 @@ def objective(v: np.ndarray, th: np.ndarray, sz: float) -> float:
     return float(v @ th - sz * np.linalg.norm(v))
 
 
+def affine_max(x: np.ndarray, U: np.ndarray, th: np.ndarray, sz: float) -> tuple[np.ndarray, float]:
+    """Closed-form ascent of (*) on the affine set x + span(U) (U orthonormal, (D, r)).
+
+    With a = x - U U^T x and b = U U^T th / sqrt(zeta), (*) on the set is <a, th> +
+    sqrt(zeta)(<z, b> - sqrt(||a||^2 + ||z||^2)) in z = U U^T x', so its maximiser is
+    x_A = a + b ||a|| / sqrt(1 - ||b||^2) if ||b|| < 1: returns (x_A - x, 1). Otherwise (*)
+    increases without bound along U U^T th: returns (U U^T th, inf).
+    """
+    tq = U.T @ th
+    if np.linalg.norm(tq) < sz * (1.0 - 1e-12):
+        a = x - U @ (U.T @ x)
+        nb2 = float(tq @ tq) / sz**2
+        return a + (U @ tq / sz) * (np.linalg.norm(a) / np.sqrt(1.0 - nb2)) - x, 1.0
+    return U @ tq, np.inf
+
+
 def master_step(pts: np.ndarray, lam: np.ndarray, th: np.ndarray, sz: float) -> np.ndarray:
     """Restricted master: ascend (*) over conv(pts) from the weights lam, Wolfe-style.
 
@@ -56,14 +72,7 @@ def master_step(pts: np.ndarray, lam: np.ndarray, th: np.ndarray, sz: float) -> 
         if rank == 0:
             break
         U = Q[:, :rank]
-        tq = U.T @ th
-        if np.linalg.norm(tq) < sz * (1.0 - 1e-12):
-            a = p0 - U @ (U.T @ p0)
-            nb2 = float(tq @ tq) / sz**2
-            direction = a + (U @ tq / sz) * (np.linalg.norm(a) / np.sqrt(1.0 - nb2)) - x
-            t_max = 1.0
-        else:
-            direction, t_max = U @ tq, np.inf
+        direction, t_max = affine_max(x, U, th, sz)
         # Basic solution of (hull directions) c = direction: dependent columns keep c = 0.
         c = np.zeros(idx.size - 1)
         c[perm[:rank]] = solve_triangular(R[:rank, :rank], U.T @ direction, check_finite=False)

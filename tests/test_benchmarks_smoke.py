@@ -93,7 +93,16 @@ def test_bench_policy_ellipsoid_tiny():
     proc = _run(["benchmarks.bench_policy", "--users", "3", "--S", "4", "--A", "3", "--H", "3",
                  "--d1", "3", "--d2", "2", "--metric-cond", "100"])
     assert "ellipsoids of condition 100" in proc.stdout
-    assert "LP unconverged on 0" in proc.stdout
+    lines = {ln.split()[0]: ln for ln in proc.stdout.splitlines() if ln.startswith("  ")}
+    assert set(lines) == {"lp", "face", "socp"}
+    assert "unconverged 0/3" in lines["lp"] and "unconverged 0/3" in lines["face"]
+
+
+def test_bench_policy_sweep_instance_and_scaling_tiny():
+    proc = _run(["benchmarks.bench_policy", "--instance", "sweep", "--set", "sigma_d",
+                 "--seeds", "1", "--solvers", "lp,face"])
+    assert "sweep default instance (sigma_d)" in proc.stdout
+    assert proc.stdout.count("unconverged 0/40") == 2
 
 
 def test_fit_restarts_tiny():

@@ -34,7 +34,7 @@ from figures.cli import (  # noqa: E402
     check_memory,
     check_out_dir,
 )
-from sim.confidence import (
+from sim.confidence.sets import (
     bootstrap,  # noqa: E402
     sets,  # noqa: E402
 )

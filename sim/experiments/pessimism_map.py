@@ -34,7 +34,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from figures import files  # noqa: E402
 from figures.cli import OneLineParser  # noqa: E402
 from sim import policy  # noqa: E402
-from sim.confidence import sets  # noqa: E402
+from sim.confidence.sets import sets  # noqa: E402
 from sim.estimation import estimators  # noqa: E402
 from sim.experiments.algorithm1 import _ci  # noqa: E402
 from sim.experiments.pipeline import _radius, build_instance  # noqa: E402

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from sim import policy
-from sim.confidence import bootstrap, sets
+from sim.confidence.sets import bootstrap, sets
 from sim.estimation import estimators
 from sim.experiments import new_users
 from sim.model.config import SimConfig

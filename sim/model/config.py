@@ -83,8 +83,8 @@ class SimConfig:
     """Held-out comparisons per user for `acc_heldout`."""
     policy_solver: str = "lp"
     """Solver of Eq. 3.7: 'lp' (simplicial decomposition with backward-induction pricing LPs,
-    certified to 1e-9) or 'socp' (cvxpy + Clarabel, certified by backward induction); see
-    docs/pessimism.md."""
+    certified to 1e-9), 'face' (experimental face rounds, sim/faces.py, same certificate) or
+    'socp' (cvxpy + Clarabel, certified by backward induction); see docs/pessimism.md."""
     N_new: int = 0
     """Held-out users scored with what each method learned (extension, issue 18; 0 = off, the
     new-user columns of runs.csv are then empty). sim/experiments/new_users.py, docs/estimators.md."""
@@ -113,8 +113,8 @@ class SimConfig:
             raise ValueError(f"behaviour must be one of {BEHAVIOURS}, got {self.behaviour!r}")
         if not 0 < self.eps <= 1:
             raise ValueError(f"eps must lie in (0, 1], got {self.eps}")
-        if self.policy_solver not in ("lp", "socp"):
-            raise ValueError(f"policy_solver must be 'lp' or 'socp', got {self.policy_solver!r}")
+        if self.policy_solver not in ("lp", "socp", "face"):
+            raise ValueError(f"policy_solver must be 'lp', 'socp' or 'face', got {self.policy_solver!r}")
         if self.confidence_set not in CONFIDENCE_SETS:
             raise ValueError(f"confidence_set must be one of {CONFIDENCE_SETS}, got "
                              f"{self.confidence_set!r}")
