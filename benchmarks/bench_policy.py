@@ -1,5 +1,5 @@
 """Pessimistic policy of Eq. 3.7: the LP path (simplicial decomposition, pricing LPs by backward
-induction), the experimental face rounds (sim/faces.py) and the exact SOCP (cvxpy + Clarabel,
+induction), the experimental face rounds (sim/policy/faces.py) and the exact SOCP (cvxpy + Clarabel,
 compiled once with Parameters), side by side on the same users, each also as a multiple of
 one plug-in DP pass (backward induction for theta_hat, the floor of any method).
 
@@ -34,7 +34,8 @@ import numpy as np  # noqa: E402
 
 from figures.cli import OneLineParser  # noqa: E402
 from sim.model.mdp import random_mdp  # noqa: E402
-from sim.policy import SOLVERS, PessimisticSolver, vanilla_policy  # noqa: E402
+from sim.policy.exact import vanilla_policy  # noqa: E402
+from sim.policy.solver import SOLVERS, PessimisticSolver  # noqa: E402
 
 
 def random_users(args, rng, mdp, span_basis):
@@ -58,7 +59,7 @@ def random_users(args, rng, mdp, span_basis):
 
 def sweep_users(cset: str, seeds: int):
     """[(mdp, mu, thetas, zetas, metrics)] of the default sweep instance, one per seed."""
-    from sim.confidence.sets import sets
+    from sim.confidence import sets
     from sim.estimation import estimators
     from sim.experiments.pipeline import _radius, build_instance
     from sim.model.config import SimConfig

@@ -114,7 +114,7 @@ def policy_scaling(grid: dict, repeats: int, cap_s: float) -> pd.DataFrame:
     A solver whose users at one size take more than ``cap_s`` in total is not run at larger
     sizes (row with ``per_user_s`` NaN and a note), and is timed once instead of ``repeats``.
     """
-    from sim.policy import PessimisticSolver
+    from sim.policy.solver import PessimisticSolver
 
     rows, capped = [], set()
     for S, A, H in grid["sah"]:
@@ -152,63 +152,21 @@ def policy_scaling(grid: dict, repeats: int, cap_s: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# Imported through PYTHONPATH by every interpreter of a sweep (loky workers included): makes
-# ``PessimisticSolver``'s default solver $SIM_SCALING_POLICY_SOLVER, to time a proposed change of
-# sim/experiments/pipeline.py (which builds ``PessimisticSolver(mdp, mu)``) without editing it.
-SITECUSTOMIZE = """
-import importlib.abc, importlib.util, os, sys
-SOLVER = os.environ.get("SIM_SCALING_POLICY_SOLVER")
-
-
-class _PatchPolicy(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != "sim.policy":
-            return None
-        sys.meta_path.remove(self)
-        try:
-            spec = importlib.util.find_spec(name)
-        finally:
-            sys.meta_path.insert(0, self)
-        run = spec.loader.exec_module
-
-        def exec_module(module):
-            run(module)
-            init = module.PessimisticSolver.__init__
-
-            def patched(self, mdp, ref_policy, solver=SOLVER, **kw):
-                init(self, mdp, ref_policy, solver=solver, **kw)
-
-            module.PessimisticSolver.__init__ = patched
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
-if SOLVER:
-    sys.meta_path.insert(0, _PatchPolicy())
-"""
-
-
 def run_sweep(args: list[str], out: Path, profile: Path | None = None,
               solver: str = "default") -> dict:
     """``python -m sim.sweep ARGS --out OUT`` from scratch: wall time, rows, runs.csv size.
 
-    solver "default" runs the code as it is; "lp"/"socp" make it the default solver of
-    sim.policy.PessimisticSolver in every process of the sweep (see SITECUSTOMIZE). A failing
-    sweep is reported (exit status, last error line, tasks finished), not raised.
+    solver "default" runs the code as it is; "lp"/"socp"/"face" add ``--set
+    policy_solver=SOLVER``. A failing sweep is reported (exit status, last error line, tasks
+    finished), not raised.
     """
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable]
     if profile is not None:
         cmd += ["-m", "cProfile", "-o", str(profile)]
     cmd += ["-m", "sim.sweep", *args, "--out", str(out)]
+    cmd += [] if solver == "default" else ["--set", f"policy_solver={solver}"]
     env = dict(os.environ)
-    if solver != "default":
-        hook = out.parent / "policy_hook"
-        hook.mkdir(parents=True, exist_ok=True)
-        (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
-        env["SIM_SCALING_POLICY_SOLVER"] = solver
     before = load()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env,

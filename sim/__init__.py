@@ -43,6 +43,8 @@ MOVED = {
     "sim.demo": "sim.experiments.demo", "sim.coverage": "sim.experiments.coverage",
     "sim.pessimism_map": "sim.experiments.pessimism_map",
     "sim.tail_study": "sim.experiments.tail_study",
+    "sim.simplicial": "sim.policy.master", "sim.socp": "sim.policy.socp",
+    "sim.faces": "sim.policy.faces",
     "sim.parts": "figures.files", "sim.cli": "figures.cli",
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.confidence.sets import sets
+from sim.confidence import sets
 from sim.estimation import estimators
 from sim.model.data import make_preferences
 from sim.model.mdp import random_mdp
@@ -265,7 +265,7 @@ def test_bootstrap_radius_bad_input():
 
 
 def test_pipeline_bootstrap_radius_matches_the_function():
-    from sim.confidence.sets import bootstrap
+    from sim.confidence import bootstrap
     from sim.experiments.pipeline import _radius, build_instance
     from sim.model.config import SimConfig
 

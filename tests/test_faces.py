@@ -1,4 +1,4 @@
-"""Tests of sim/faces.py (the experimental "face" solver of Eq. 3.7): its successor features
+"""Tests of sim/policy/faces.py (the experimental "face" solver of Eq. 3.7): its successor features
 against occupancy measures, its answers against the cvxpy/Clarabel SOCP (a different
 algorithm) for the ball and ellipsoids, degenerate radii, and an independent certificate."""
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim import faces
 from sim.model.mdp import backward_induction, occupancy, random_mdp
-from sim.policy import PessimisticSolver
+from sim.policy import faces
+from sim.policy.solver import PessimisticSolver
 
 
 def _instance(seed, S=5, A=3, H=4, d1=4, d2=2):
@@ -101,7 +101,7 @@ def test_face_rounds_certify_without_the_lp_fallback(seed):
     socp = PessimisticSolver(mdp, mu, "socp")
     sz = 0.5
     out = faces.solve(mdp.P.reshape(mdp.H, -1, mdp.S), mdp.rho,
-                      mdp.phi.reshape(mdp.S, mdp.A, -1), socp._ref_feat, th.reshape(-1), sz,
+                      mdp.phi.reshape(mdp.S, mdp.A, -1), socp.problem().ref_feat, th.reshape(-1), sz,
                       1e-9)
     assert out is not None
     d, lb, ub, n_dp, rounds = out

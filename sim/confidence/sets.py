@@ -13,7 +13,7 @@ R_i = {Theta_init_i + DeltaTheta_i : ||DeltaTheta_i - DeltaTheta_hat_i||_F^2 <= 
   both: docs/pessimism.md (``python -m sim.coverage``).
 - :func:`sigma_d_ellipsoid`: an extension, not in the paper: the data-shaped ellipsoid
   ||theta - theta_hat||_{Sigma_D + lambda I} <= beta of Zhu, Jordan & Jiao (2023) with beta
-  calibrated from the method's model, for sim/policy.py's ``metric``.
+  calibrated from the method's model, for sim/policy/solver.py's ``metric``.
 - :func:`coverage`: fraction of users whose true DeltaTheta*_i lies in R_i.
 """
 

@@ -34,10 +34,7 @@ from figures.cli import (  # noqa: E402
     check_memory,
     check_out_dir,
 )
-from sim.confidence.sets import (
-    bootstrap,  # noqa: E402
-    sets,  # noqa: E402
-)
+from sim.confidence import bootstrap, sets  # noqa: E402
 from sim.estimation import estimators  # noqa: E402
 from sim.experiments.pipeline import build_instance  # noqa: E402
 from sim.model.config import SimConfig, sim_instance_bytes  # noqa: E402

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.confidence.sets import sets
+from sim.confidence import sets
 from sim.estimation import estimators
 from sim.model.data import make_preferences
 from sim.model.truth import GroundTruth

@@ -33,13 +33,14 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from figures import files  # noqa: E402
 from figures.cli import OneLineParser  # noqa: E402
-from sim import policy  # noqa: E402
-from sim.confidence.sets import sets  # noqa: E402
+from sim.confidence import sets  # noqa: E402
 from sim.estimation import estimators  # noqa: E402
 from sim.experiments.algorithm1 import _ci  # noqa: E402
 from sim.experiments.pipeline import _radius, build_instance  # noqa: E402
 from sim.model.config import CONFIDENCE_SETS, SimConfig  # noqa: E402
 from sim.model.mdp import backward_induction, value  # noqa: E402
+from sim.policy.exact import GAP_ROUNDING_TOL, vanilla_policy  # noqa: E402
+from sim.policy.solver import PessimisticSolver  # noqa: E402
 
 METHODS = ("shared", "local", "full", "global")
 
@@ -59,14 +60,14 @@ def run_cell(cfg: SimConfig, seed: int, methods=METHODS) -> list[dict]:
     """One instance and seed: per method one fit, then both confidence sets; one row per
     (method, set) with the pessimistic and plug-in gaps on the same fit."""
     mdp, truth, mu, train, _ = build_instance(cfg, seed)
-    solver = policy.PessimisticSolver(mdp, mu, solver=cfg.policy_solver)
+    solver = PessimisticSolver(mdp, mu, solver=cfg.policy_solver)
     # J(pi*_i; r*_i) once per user; gaps are then one exact evaluation per policy.
     j_star = np.array([value(mdp, backward_induction(mdp, mdp.step_rewards(t))[0], t)
                        for t in truth.theta])
 
     def gap(i, pi):
         g = j_star[i] - float(value(mdp, pi, truth.theta[i]))
-        if g < -policy.GAP_ROUNDING_TOL * max(1.0, abs(j_star[i])):
+        if g < -GAP_ROUNDING_TOL * max(1.0, abs(j_star[i])):
             raise RuntimeError(f"negative value gap {g:.3e}: backward induction is not optimal")
         return max(g, 0.0)
 
@@ -75,7 +76,7 @@ def run_cell(cfg: SimConfig, seed: int, methods=METHODS) -> list[dict]:
     for method in methods:
         est = estimators.fit(method, train, cfg.k, cfg.B, init=truth.init)
         theta_hat = truth.init + est.delta
-        gaps_v = [gap(i, policy.vanilla_policy(mdp, theta_hat[i])) for i in range(cfg.N)]
+        gaps_v = [gap(i, vanilla_policy(mdp, theta_hat[i])) for i in range(cfg.N)]
         for cset in CONFIDENCE_SETS:
             c = cfg.with_(confidence_set=cset)
             if cset == "sigma_d":

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim import policy
-from sim.confidence.sets import bootstrap, sets
+from sim.confidence import bootstrap, sets
 from sim.estimation import estimators
 from sim.experiments import new_users
 from sim.model.config import SimConfig
@@ -23,6 +22,8 @@ from sim.model.data import (
 )
 from sim.model.mdp import random_mdp, trap_base, trap_behaviour, trap_mdp
 from sim.model.truth import make_ground_truth
+from sim.policy.exact import value_gap, vanilla_policy
+from sim.policy.solver import PessimisticSolver
 from theory import bounds, diversity
 
 #: Methods that estimate a shared column space (the others get dist = NaN, docs/formats.md);
@@ -66,7 +67,7 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
            if cfg.N_new else None)  # streams 4, 5: the training instance's streams are untouched
     b_diamond, _, _ = diversity.best_rank_k(truth.delta, cfg.k)
     bias = diversity.per_user_bias(truth.delta, cfg.k)
-    solver = policy.PessimisticSolver(mdp, mu, solver=cfg.policy_solver)
+    solver = PessimisticSolver(mdp, mu, solver=cfg.policy_solver)
     truth_metrics = diversity.diversity_metrics(truth.delta, cfg.k)
     common = dict(
         nu_true=truth_metrics["nu"], tail_true=truth_metrics["tail"],
@@ -75,7 +76,7 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
         bound_gap=float(bounds.gap_bound_average(cfg.N, cfg.Np, cfg.nu, cfg.tail, cfg.d1, cfg.d2, cfg.k, cfg.delta)),
         bayes_acc=heldout_accuracy(truth.theta, test),
         ident_rank=check_identifiability(train, warn=False),
-        gap_ref=float(np.mean([policy.value_gap(mdp, t, mu) for t in truth.theta])),
+        gap_ref=float(np.mean([value_gap(mdp, t, mu) for t in truth.theta])),
     )
     refs = empirical_policy(train, mu) if cfg.ref_policy == "empirical" else None
     rows, saved = [], {}
@@ -131,8 +132,8 @@ def policy_gaps(mdp, solver, theta_true: np.ndarray, theta_hat: np.ndarray, zeta
                            metric=None if metric is None else metric[i],
                            ref_policy=None if refs is None else refs[i])
         cert.append(res.upper_bound - res.objective)
-        gaps_p.append(policy.value_gap(mdp, theta_true[i], res.pi))
-        gaps_v.append(policy.value_gap(mdp, theta_true[i], policy.vanilla_policy(mdp, theta_hat[i])))
+        gaps_p.append(value_gap(mdp, theta_true[i], res.pi))
+        gaps_v.append(value_gap(mdp, theta_true[i], vanilla_policy(mdp, theta_hat[i])))
         pis.append(res.pi)
     return gaps_p, gaps_v, pis, cert
 

@@ -83,7 +83,7 @@ class SimConfig:
     """Held-out comparisons per user for `acc_heldout`."""
     policy_solver: str = "lp"
     """Solver of Eq. 3.7: 'lp' (simplicial decomposition with backward-induction pricing LPs,
-    certified to 1e-9), 'face' (experimental face rounds, sim/faces.py, same certificate) or
+    certified to 1e-9), 'face' (experimental face rounds, sim/policy/faces.py, same certificate) or
     'socp' (cvxpy + Clarabel, certified by backward induction); see docs/pessimism.md."""
     N_new: int = 0
     """Held-out users scored with what each method learned (extension, issue 18; 0 = off, the

@@ -1,4 +1,4 @@
-"""Restricted master of the LP path for Eq. 3.7 (sim/policy.py): (*) over mixtures of candidates.
+"""Restricted master of the LP path for Eq. 3.7 (sim/policy/solver.py): (*) over mixtures of candidates.
 
 The LP path (simplicial decomposition) keeps candidate occupancies d_j, here only through
 their feature differences v_j = Phi^T (d_j - d_ref) (columns of pts, (D, m)), and barycentric

@@ -3,7 +3,8 @@
     max_{d in D} <v(d), theta_hat> - sqrt(zeta) ||v(d)||_2,   v(d) = Phi^T (d - d_ref)     (*)
 
 in cvxpy, compiled once per MDP with Parameters (theta_hat and sqrt(zeta), DPP checked) and
-solved by Clarabel. sim/policy.py certifies its answers by backward induction; the default
+solved by Clarabel. solve_socp certifies its answers by backward induction
+(sim/policy/certificate.py); the default
 solver there is the LP path, and this one is its independent check (tests, benchmarks).
 """
 
@@ -13,7 +14,9 @@ import warnings
 
 import numpy as np
 
-from sim.model.mdp import TabularMDP
+from sim.model.mdp import TabularMDP, occupancy
+from sim.policy.certificate import worst_theta
+from sim.policy.exact import extract_policy
 
 #: Clarabel tolerances: 1e-8 is the tightest at which it reliably reports "optimal" here
 #: (1e-10 gives "optimal_inaccurate" on some instances).
@@ -82,3 +85,25 @@ class OccupancySOCP:
         if status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) or self._d.value is None:
             raise RuntimeError(f"Clarabel did not solve the SOCP of Eq. 3.7: status {status!r}")
         return np.clip(self._d.value, 0.0, None).reshape(self.shape), status
+
+
+def solve_socp(socp: OccupancySOCP, prob, theta_hat, zeta, root=None):
+    """(pi, objective, ub, theta_worst) of the cone program, certified by backward induction."""
+    mdp = prob.mdp
+    dv, status = socp.solve(theta_hat, zeta, prob.ref_feat,
+                                  None if root is None else root[0])
+    pi = extract_policy(dv)
+    # Certify the interior-point answer exactly: the extracted policy's own objective is a
+    # lower bound, backward induction at its worst-case theta an upper bound (weak duality).
+    # Near the cone's tip (v = 0) Clarabel often reports 'optimal_inaccurate'; such an
+    # answer is kept only when this certified gap is within tol.
+    th, sz = theta_hat.reshape(-1), float(np.sqrt(zeta))
+    v_pi = prob.v(occupancy(mdp, pi).reshape(-1))
+    obj = float(v_pi @ th - sz * np.linalg.norm(v_pi if root is None else root[0] @ v_pi))
+    v = prob.v(dv.reshape(-1))
+    theta_worst = worst_theta(th, sz, v, root).reshape(mdp.d1, mdp.d2)
+    ub = prob.dual_bound(theta_worst.reshape(-1))[1]
+    if not prob.converged(ub, obj) and prob.strict:
+        raise RuntimeError(f"Clarabel's SOCP answer (status {status!r}) has certified gap "
+                           f"{ub - obj:.3e} > tol {prob.tol:.1e} * (1 + |{ub:.6g}|)")
+    return pi, obj, ub, theta_worst
