@@ -14,7 +14,8 @@ from sim.estimation.estimators import (
     negative_log_likelihood,
     nll_gradient,
 )
-from sim.estimation.lowrank import _lbfgs, _newton, random_bases
+from sim.estimation.lowrank import _lbfgs, _newton
+from sim.estimation.multistart import random_bases
 from sim.model.data import PreferenceData, behaviour_policy, make_preferences
 from sim.model.mdp import random_mdp
 from sim.model.truth import make_ground_truth
