@@ -42,7 +42,7 @@ from sim.model.data import BEHAVIOURS  # noqa: E402
 
 
 def run(cfg: SimConfig, seed: int, methods=("shared", "local", "full", "global")) -> list[dict]:
-    """Algorithm 1 on one instance (sim.pipeline.run_instance); one row per method."""
+    """Algorithm 1 on one instance (sim.experiments.pipeline.run_instance); one row per method."""
     return run_instance(cfg, seed, methods)
 
 
@@ -53,7 +53,7 @@ def study(cfg: SimConfig, seeds: int, methods=("shared",), out: Path | None = No
     Returns one summary row per (behaviour, method) -- mean gap_pess / gap_vanilla, their t
     intervals over seeds, the paired difference gap_pess - gap_vanilla with its interval --
     and the per-seed runs.csv-style rows (full config and seed). With ``out``, every finished
-    (behaviour, seed) is kept in out/parts (sim.parts): an interrupted study resumes.
+    (behaviour, seed) is kept in out/parts (figures.files): an interrupted study resumes.
     """
     done = set() if out is None else files.finished(out, rows=len(methods), prog="sim.algorithm1")
     rows = []

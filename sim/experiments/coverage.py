@@ -1,5 +1,5 @@
 """`python -m sim.coverage`: coverage of the Eq. 3.6 radii over seeds -- the Fisher radius
-(sim.confidence.calibrated_radius) against the parametric bootstrap (sim.bootstrap).
+(sim.confidence.calibrated_radius) against the parametric bootstrap (sim.confidence.bootstrap).
 
     python -m sim.coverage [--seeds 20] [--settings 100:poor,100:uniform,20:poor,20:uniform]
                            [--methods shared,local,full,global] [--n-boot 50] [--out DIR]

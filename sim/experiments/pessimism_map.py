@@ -13,7 +13,7 @@ A = d1 and rare_mass (docs/pessimism.md). Per (instance, seed) the data and each
 fit are shared by both sets, so the two sets' cells are paired too. DIR (default
 results/pessimism-map) gets runs.csv (one row per instance x seed x method x set, full config
 and seed), map.csv (the cells) and, via `python -m figures DIR`, the figure; an interrupted
-run resumes from DIR/parts (sim.parts).
+run resumes from DIR/parts (figures.files).
 """
 
 from __future__ import annotations
