@@ -22,7 +22,8 @@ import numpy as np
 
 from figures.cli import OneLineParser
 from sim.estimation.estimators import _layout, fit
-from sim.estimation.lowrank import MAX_STARTS, _LowRank, _newton, random_bases
+from sim.estimation.lowrank import _LowRank, _newton
+from sim.estimation.multistart import MAX_STARTS, random_bases
 from sim.experiments.pipeline import build_instance
 from sim.model.config import SimConfig
 

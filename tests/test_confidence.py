@@ -266,14 +266,14 @@ def test_bootstrap_radius_bad_input():
 
 def test_pipeline_bootstrap_radius_matches_the_function():
     from sim.confidence import bootstrap
-    from sim.experiments.pipeline import _radius, build_instance
+    from sim.experiments.pipeline import build_instance, radius
     from sim.model.config import SimConfig
 
     cfg = SimConfig(N=4, d1=4, d2=1, k=1, S=4, A=3, H=3, Np=40, n_test=10, radius="bootstrap",
                     n_boot=3)
     _, truth, _, train, _ = build_instance(cfg, 5)
     est = estimators.fit("shared", train, 1, 1.0, init=truth.init)
-    z = _radius(cfg, "shared", est, train, truth, 5)
+    z = radius(cfg, "shared", est, train, truth, 5)
     direct = bootstrap.bootstrap_radius("shared", est, train, 1, 1.0, n_boot=3, init=truth.init,
                                         seed=bootstrap.boot_seed(5, "shared"))
     np.testing.assert_array_equal(z, direct)

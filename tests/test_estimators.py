@@ -14,7 +14,8 @@ from sim.estimation.estimators import (
     negative_log_likelihood,
     nll_gradient,
 )
-from sim.estimation.lowrank import _lbfgs, _newton, random_bases
+from sim.estimation.lowrank import _lbfgs, _newton
+from sim.estimation.multistart import random_bases
 from sim.model.data import PreferenceData, behaviour_policy, make_preferences
 from sim.model.mdp import random_mdp
 from sim.model.truth import make_ground_truth
@@ -418,3 +419,16 @@ def test_demo_smoke_and_bad_arguments():
     bad = subprocess.run([sys.executable, "-m", "sim.demo", "--Np", "0"], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_demo_fits_the_oracle_with_b_diamond():
+    # The demo's default methods include ``oracle``, which needs B-diamond; the demo used to
+    # call fit without it (exit 2 on every default run). Through the pipeline's fit_method the
+    # oracle is given the truth's best rank-k column space, so its dist is 0, and it reaches
+    # the truth's nu exactly (the instance is feasible and drawn as configured).
+    from sim.experiments import demo
+
+    head, oracle, glob = demo.run(1, 20, 8, ["oracle", "global"])
+    assert head["nu"] == pytest.approx(demo.NU) and head["tail"] == pytest.approx(demo.TAIL)
+    assert oracle["method"] == "oracle" and oracle["dist"] == pytest.approx(0.0, abs=1e-10)
+    assert np.isnan(glob["dist"]) and oracle["converged"]

@@ -16,11 +16,11 @@ log-likelihood (Eq. 3.5 negated, divided by the number of comparisons M) over
   the simulator): the W_i by constrained MLE, the best a shared-subspace method can reach.
 
 Algorithms (details and measured numbers in docs/estimators.md): ``full`` and ``global`` are
-batched ball-constrained logistic regressions (sim/estimation/logistic.py); ``shared`` and ``local`` use the
-Grassmannian variable-projection solver of sim/estimation/lowrank.py (``solver`` in SOLVERS) from several
-starts (the spectral one and random ones, lowest NLL kept); ``nuclear`` is FISTA with
-singular-value thresholding. Every method works on the per-user padded layout of
-sim/estimation/layout.py. The convergence measure ``info["gap"]`` is a Frank-Wolfe gap: for ``shared`` and
+batched ball-constrained logistic regressions (sim/estimation/logistic.py); ``shared`` and
+``local`` use the Grassmannian variable-projection solver of sim/estimation/lowrank.py
+(``solver`` in SOLVERS), run by sim/estimation/multistart.py from several starts (the spectral
+one and random ones, lowest NLL kept); ``nuclear`` is FISTA with singular-value thresholding.
+Every method works on the per-user padded layout of sim/estimation/layout.py. The convergence measure ``info["gap"]`` is a Frank-Wolfe gap: for ``shared`` and
 ``local`` that of the (U, W) problem over its convex feasible set, zero exactly at first-order
 stationary points; for the convex methods (``full``, ``global``) it bounds the suboptimality;
 for ``nuclear`` it is the gradient-mapping norm. ``info["converged"]`` is True only when that
@@ -38,10 +38,10 @@ from threadpoolctl import ThreadpoolController
 
 from sim.estimation.layout import _layout, _Problem
 from sim.estimation.logistic import ball_logistic, logistic_loss
-from sim.estimation.lowrank import MAX_STARTS, _fit_lowrank
 from sim.estimation.lowrank import (
     _LowRank as _LowRank,  # re-exported: tests and benchmarks import it here
 )
+from sim.estimation.multistart import MAX_STARTS, _fit_lowrank
 from sim.estimation.nuclear import cv_lambda, fista
 from sim.model.data import PreferenceData
 from theory.diversity import aggregate, column_space
@@ -134,7 +134,7 @@ def fit(method: str, data: PreferenceData, k: int, B: float, init: np.ndarray | 
     (``shared``, ``nuclear`` basis) or per-user (``local``) update, 1 <= k <= min(d1, N d2);
     B > 0: per-user Frobenius bound of Eq. 3.1/3.3/3.4; init: Theta_init (N, d1, d2) or None.
     Options: ``tol`` (gap tolerance, default DEFAULT_TOL), ``max_iter``; for ``shared``/``local``
-    ``solver`` in SOLVERS, ``max_starts`` (default sim.estimation.lowrank.MAX_STARTS; 1 = spectral start
+    ``solver`` in SOLVERS, ``max_starts`` (default sim.estimation.multistart.MAX_STARTS; 1 = spectral start
     only) and ``seed`` of the random starts (default 0); ``lam`` (fixed penalty; default: chosen
     by cross-validation with ``seed``) for ``nuclear``; ``basis`` (d1, k) orthonormal, required
     for ``oracle``. Deterministic: the same inputs give identical arrays.

@@ -75,7 +75,7 @@ def study(cfg: SimConfig, seeds: int, methods=("shared",), out: Path | None = No
             sel = runs[(runs["behaviour"] == behaviour) & (runs["method"] == method)]
             p, v = sel["gap_pess"].to_numpy(), sel["gap_vanilla"].to_numpy()
             summary.append(dict(behaviour=behaviour, method=method, Np=cfg.Np, seeds=seeds,
-                                gap_pess=_ci(p), gap_vanilla=_ci(v), diff=_ci(p - v),
+                                gap_pess=mean_ci(p), gap_vanilla=mean_ci(v), diff=mean_ci(p - v),
                                 coverage=float(sel["coverage"].mean())))
     return summary, runs
 
@@ -91,8 +91,8 @@ def _flat(row: dict) -> dict:
     return out
 
 
-def _ci(x: np.ndarray) -> tuple[float, float, float]:
-    """Mean and 95% t interval over seeds."""
+def mean_ci(x: np.ndarray) -> tuple[float, float, float]:
+    """Mean and 95% t interval over seeds (NaN bounds for fewer than two)."""
     m = float(np.mean(x))
     if x.size < 2:
         return m, float("nan"), float("nan")

@@ -1,5 +1,5 @@
 """`python -m sim.coverage`: coverage of the Eq. 3.6 radii over seeds -- the Fisher radius
-(sim.confidence.sets.calibrated_radius) against the parametric bootstrap (sim.confidence.bootstrap).
+(sim.confidence.calibrated_radius) against the parametric bootstrap (sim.confidence.bootstrap).
 
     python -m sim.coverage [--seeds 20] [--settings 100:poor,100:uniform,20:poor,20:uniform]
                            [--methods shared,local,full,global] [--n-boot 50] [--out DIR]
@@ -24,7 +24,6 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from scipy import stats  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from figures import files  # noqa: E402
@@ -34,9 +33,16 @@ from figures.cli import (  # noqa: E402
     check_memory,
     check_out_dir,
 )
-from sim.confidence import bootstrap, sets  # noqa: E402
-from sim.estimation import estimators  # noqa: E402
-from sim.experiments.pipeline import build_instance  # noqa: E402
+from sim.confidence import (
+    bootstrap,  # noqa: E402
+    sets,  # noqa: E402
+)
+from sim.experiments.algorithm1 import mean_ci  # noqa: E402
+from sim.experiments.pipeline import (  # noqa: E402
+    build_instance,
+    fit_method,
+    user_errors,
+)
 from sim.model.config import SimConfig, sim_instance_bytes  # noqa: E402
 from sim.model.data import BEHAVIOURS  # noqa: E402
 
@@ -50,8 +56,8 @@ def run_seed(cfg: SimConfig, seed: int, methods) -> list[dict]:
     _, truth, _, train, _ = build_instance(cfg, seed)
     rows = []
     for method in methods:
-        est = estimators.fit(method, train, cfg.k, cfg.B, init=truth.init)
-        err = np.sum((est.delta - truth.delta) ** 2, axis=(1, 2))
+        est, _ = fit_method(cfg, method, train, truth)
+        err = user_errors(est.delta, truth.delta)
         t0 = time.perf_counter()
         z_f = sets.calibrated_radius(method, est, train, cfg.k, cfg.B, cfg.delta, truth.init)
         t1 = time.perf_counter()
@@ -77,9 +83,9 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     keys = ["Np", "behaviour", "method", "radius_kind"]
     for key, g in df.groupby(keys, sort=False):
         c = g["coverage"].to_numpy()
-        h = stats.t.ppf(0.975, c.size - 1) * c.std(ddof=1) / np.sqrt(c.size) if c.size > 1 else np.nan
-        out.append(dict(zip(keys, key), seeds=c.size, coverage=c.mean(), ci_low=c.mean() - h,
-                        ci_high=c.mean() + h, zeta=g["zeta"].mean(), est_err=g["est_err"].mean(),
+        mean, low, high = mean_ci(c)
+        out.append(dict(zip(keys, key), seeds=c.size, coverage=mean, ci_low=low,
+                        ci_high=high, zeta=g["zeta"].mean(), est_err=g["est_err"].mean(),
                         radius_s=g["radius_s"].mean()))
     return pd.DataFrame(out)
 

@@ -13,11 +13,10 @@ import sys
 import numpy as np
 
 from figures.cli import OneLineParser, nonneg_int, positive_int
-from sim.estimation.estimators import METHODS, fit
-from sim.model.data import behaviour_policy, make_preferences
-from sim.model.mdp import random_mdp
-from sim.model.truth import make_ground_truth
-from theory.diversity import best_rank_k, nu, principal_angle_distance, tail
+from sim.estimation.estimators import METHODS
+from sim.experiments.pipeline import draw_instance, fit_method, subspace_distance, user_errors
+from sim.model.config import SimConfig
+from theory.diversity import best_rank_k, nu, tail
 
 S, A, H = 20, 5, 10
 D1, D2, K = 20, 4, 3
@@ -46,27 +45,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def config(N: int, Np: int) -> SimConfig:
+    """The demo's instance: its own sizes (larger than SimConfig's defaults), unit-scale
+    features, uniform behaviour."""
+    return SimConfig(N=N, Np=Np, S=S, A=A, H=H, d1=D1, d2=D2, k=K, nu=NU, tail=TAIL, B=B,
+                     feature_scale=1.0, behaviour="uniform")
+
+
 def run(seed: int, Np: int, N: int, methods) -> list[dict]:
-    """Build the instance from ``seed`` and fit every method; one dict per method."""
+    """Build the instance from ``seed`` and fit every method; one dict per method.
+
+    Stages of sim.experiments.pipeline (draw_instance, fit_method); the demo draws MDP, truth
+    and data from one stream of SeedSequence(seed) (its numbers predate the pipeline's
+    one-stream-per-stage build_instance) and stops after Eq. 3.5 (no held-out data, no sets)."""
+    cfg = config(N, Np)
     rng = np.random.default_rng(np.random.SeedSequence(seed))
-    mdp = random_mdp(S, A, H, D1, D2, rng)
-    gt = make_ground_truth(N, D1, D2, K, NU, TAIL, B, rng)
-    mu = behaviour_policy(mdp, "uniform", rng)
-    data = make_preferences(mdp, gt.theta, Np, mu, mu, rng)
-    b_diamond = best_rank_k(gt.delta, K)[0]
+    _, truth, _, data, _ = draw_instance(cfg, rng, rng, rng)
+    b_diamond = best_rank_k(truth.delta, K)[0]
     rows = []
     for method in methods:
-        est = fit(method, data, K, B)
+        est, _ = fit_method(cfg, method, data, truth)
         rows.append({
             "method": method,
-            "dist": (principal_angle_distance(est.basis, b_diamond)
-                     if est.basis is not None else float("nan")),
-            "est_err": float(np.mean(np.sum((est.delta - gt.delta) ** 2, axis=(1, 2)))),
+            "dist": subspace_distance(est, b_diamond),
+            "est_err": float(np.mean(user_errors(est.delta, truth.delta))),
             "nll": est.nll,
             "fit_s": est.info["fit_s"],
             "converged": est.info["converged"],
         })
-    return [{"nu": nu(gt.delta, K), "tail": tail(gt.delta, K)}] + rows
+    return [{"nu": nu(truth.delta, K), "tail": tail(truth.delta, K)}] + rows
 
 
 def main(argv=None) -> int:

@@ -35,11 +35,9 @@ from figures import files  # noqa: E402
 from figures.cli import OneLineParser  # noqa: E402
 from sim.confidence import sets  # noqa: E402
 from sim.estimation import estimators  # noqa: E402
-from sim.experiments.algorithm1 import _ci  # noqa: E402
-from sim.experiments.pipeline import _radius, build_instance  # noqa: E402
+from sim.experiments import pipeline  # noqa: E402
+from sim.experiments.algorithm1 import mean_ci  # noqa: E402
 from sim.model.config import CONFIDENCE_SETS, SimConfig  # noqa: E402
-from sim.model.mdp import backward_induction, value  # noqa: E402
-from sim.policy.exact import GAP_ROUNDING_TOL, vanilla_policy  # noqa: E402
 from sim.policy.solver import PessimisticSolver  # noqa: E402
 
 METHODS = ("shared", "local", "full", "global")
@@ -58,37 +56,23 @@ def instance_configs(base: SimConfig, rare, nps, margins=(0.2,), default=True) -
 
 def run_cell(cfg: SimConfig, seed: int, methods=METHODS) -> list[dict]:
     """One instance and seed: per method one fit, then both confidence sets; one row per
-    (method, set) with the pessimistic and plug-in gaps on the same fit."""
-    mdp, truth, mu, train, _ = build_instance(cfg, seed)
+    (method, set) with the pessimistic and plug-in gaps on the same fit. Every step is a stage
+    of sim.experiments.pipeline (the one instance runner)."""
+    mdp, truth, mu, train, _ = pipeline.build_instance(cfg, seed)
     solver = PessimisticSolver(mdp, mu, solver=cfg.policy_solver)
-    # J(pi*_i; r*_i) once per user; gaps are then one exact evaluation per policy.
-    j_star = np.array([value(mdp, backward_induction(mdp, mdp.step_rewards(t))[0], t)
-                       for t in truth.theta])
-
-    def gap(i, pi):
-        g = j_star[i] - float(value(mdp, pi, truth.theta[i]))
-        if g < -GAP_ROUNDING_TOL * max(1.0, abs(j_star[i])):
-            raise RuntimeError(f"negative value gap {g:.3e}: backward induction is not optimal")
-        return max(g, 0.0)
-
-    gap_ref = float(np.mean([gap(i, mu) for i in range(cfg.N)]))
+    gap_ref = pipeline.reference_gap(mdp, truth, mu)
+    refs = pipeline.reference_policies(cfg, train, mu)
     rows = []
     for method in methods:
-        est = estimators.fit(method, train, cfg.k, cfg.B, init=truth.init)
+        est, _ = pipeline.fit_method(cfg, method, train, truth)
         theta_hat = truth.init + est.delta
-        gaps_v = [gap(i, vanilla_policy(mdp, theta_hat[i])) for i in range(cfg.N)]
         for cset in CONFIDENCE_SETS:
             c = cfg.with_(confidence_set=cset)
-            if cset == "sigma_d":
-                metric, zeta = sets.sigma_d_ellipsoid(method, est, train, c.k, c.B, c.delta,
-                                                            init=truth.init)
-            else:
-                metric, zeta = None, _radius(c, method, est, train, truth, seed)
+            metric, zeta = pipeline.confidence_set(c, method, est, train, truth, seed)
             t0 = time.perf_counter()
-            res = [solver.solve(theta_hat[i], float(zeta[i]),
-                                metric=None if metric is None else metric[i]) for i in range(c.N)]
+            gaps_p, gaps_v, res = pipeline.policy_gaps(mdp, solver, truth.theta, theta_hat, zeta,
+                                                       metric, refs)
             policy_s = time.perf_counter() - t0
-            gaps_p = [gap(i, r.pi) for i, r in enumerate(res)]
             rows.append(dict(
                 **c.as_dict(), seed=seed, method=method,
                 gap_pess=float(np.mean(gaps_p)), gap_vanilla=float(np.mean(gaps_v)),
@@ -97,9 +81,9 @@ def run_cell(cfg: SimConfig, seed: int, methods=METHODS) -> list[dict]:
                 zeta=float(np.mean(zeta)),
                 at_ref=float(np.mean([r.n_lp == 0 and r.objective == 0.0 for r in res])),
                 n_lp=float(np.mean([r.n_lp for r in res])),
-                policy_cert_gap=float(max(r.upper_bound - r.objective for r in res)),
+                policy_cert_gap=pipeline.certificate_gap(res),
                 policy_converged=all(r.converged for r in res),
-                est_err=float(np.mean(np.sum((est.delta - truth.delta) ** 2, axis=(1, 2)))),
+                est_err=float(np.mean(pipeline.user_errors(est.delta, truth.delta))),
                 policy_s=policy_s))
     return rows
 
@@ -113,7 +97,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     out = []
     for key, g in runs.groupby(keys, sort=True, dropna=False):
         d = (g["gap_pess"] - g["gap_vanilla"]).to_numpy()
-        mean, lo, hi = _ci(d)
+        mean, lo, hi = mean_ci(d)
         out.append(dict(zip(keys, key), seeds=len(g), diff=mean, diff_low=lo, diff_high=hi,
                         verdict="helps" if hi < 0 else ("hurts" if lo > 0 else "no difference"),
                         gap_pess=g["gap_pess"].mean(), gap_vanilla=g["gap_vanilla"].mean(),

@@ -32,24 +32,32 @@ SUBSPACE_METHODS = ("shared", "nuclear", "oracle")
 
 
 def build_instance(cfg: SimConfig, seed: int):
-    """MDP, truth, behaviour policy, training and held-out data, all from SeedSequence(seed)."""
-    s_mdp, s_truth, s_data, s_test = np.random.SeedSequence(seed).spawn(4)
+    """MDP, truth, behaviour policy, training and held-out data, all from SeedSequence(seed)
+    (one spawned stream per stage, so a stage's draws never shift another's)."""
+    return draw_instance(cfg, *(np.random.default_rng(s)
+                                for s in np.random.SeedSequence(seed).spawn(4)))
+
+
+def draw_instance(cfg: SimConfig, rng_mdp, rng_truth, rng_data, rng_test=None):
+    """The instance of ``cfg`` (Sec. 3.1 MDP, Def. 4.1 truth, Eq. 3.2 comparisons) from the
+    given generators, drawn in this order: MDP, truth, behaviour policy and training data,
+    held-out data (None without ``rng_test``). One generator may serve several stages
+    (``python -m sim.demo`` draws everything from one stream)."""
     trap = cfg.instance == "trap"
-    mdp = (trap_mdp if trap else random_mdp)(cfg.S, cfg.A, cfg.H, cfg.d1, cfg.d2,
-                                             np.random.default_rng(s_mdp),
+    mdp = (trap_mdp if trap else random_mdp)(cfg.S, cfg.A, cfg.H, cfg.d1, cfg.d2, rng_mdp,
                                              feature_scale=cfg.feature_scale)
-    truth = make_ground_truth(cfg.N, cfg.d1, cfg.d2, cfg.k, cfg.nu, cfg.tail, cfg.B,
-                              np.random.default_rng(s_truth),
+    truth = make_ground_truth(cfg.N, cfg.d1, cfg.d2, cfg.k, cfg.nu, cfg.tail, cfg.B, rng_truth,
                               init_scale=0.0 if trap else cfg.init_scale)
-    rng = np.random.default_rng(s_data)
     if trap:  # known base reward favouring the covered actions (sim/model/mdp.py trap_base)
         base = trap_base(cfg.d1, cfg.d2, cfg.trap_margin)
         truth = replace(truth, init=np.broadcast_to(base, truth.delta.shape).copy())
         mu = trap_behaviour(cfg.H, cfg.S, cfg.A, cfg.rare_mass)
     else:
-        mu = behaviour_policy(mdp, cfg.behaviour, rng, theta_mean=truth.theta.mean(0), eps=cfg.eps)
-    train = make_preferences(mdp, truth.theta, cfg.Np, mu, mu, rng)
-    test = make_preferences(mdp, truth.theta, cfg.n_test, mu, mu, np.random.default_rng(s_test))
+        mu = behaviour_policy(mdp, cfg.behaviour, rng_data, theta_mean=truth.theta.mean(0),
+                              eps=cfg.eps)
+    train = make_preferences(mdp, truth.theta, cfg.Np, mu, mu, rng_data)
+    test = (None if rng_test is None else
+            make_preferences(mdp, truth.theta, cfg.n_test, mu, mu, rng_test))
     return mdp, truth, mu, train, test
 
 
@@ -61,7 +69,7 @@ def heldout_accuracy(theta_hat: np.ndarray, test) -> float:
 
 
 def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = None) -> list[dict]:
-    """All runs.csv rows (one per method) for one config and seed."""
+    """All runs.csv rows (one per method) for one config and seed: the stages below in order."""
     mdp, truth, mu, train, test = build_instance(cfg, seed)
     new = (new_users.build_new_users(cfg, truth, mdp, mu, np.random.SeedSequence(seed).spawn(6)[4:])
            if cfg.N_new else None)  # streams 4, 5: the training instance's streams are untouched
@@ -76,66 +84,106 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
         bound_gap=float(bounds.gap_bound_average(cfg.N, cfg.Np, cfg.nu, cfg.tail, cfg.d1, cfg.d2, cfg.k, cfg.delta)),
         bayes_acc=heldout_accuracy(truth.theta, test),
         ident_rank=check_identifiability(train, warn=False),
-        gap_ref=float(np.mean([value_gap(mdp, t, mu) for t in truth.theta])),
+        gap_ref=reference_gap(mdp, truth, mu),
     )
-    refs = empirical_policy(train, mu) if cfg.ref_policy == "empirical" else None
+    refs = reference_policies(cfg, train, mu)
     rows, saved = [], {}
     for method in methods:
-        t0 = time.perf_counter()
-        extra = {"basis": b_diamond} if method == "oracle" else {}
-        est = estimators.fit(method, train, cfg.k, cfg.B, init=truth.init, **extra)
-        fit_s = time.perf_counter() - t0
+        est, fit_s = fit_method(cfg, method, train, truth)
         theta_hat = truth.init + est.delta
-        if method == "zero":  # a fixed estimate: no confidence set, pessimism = plug-in
-            metric, zeta = None, np.zeros(cfg.N)
-        elif cfg.confidence_set == "sigma_d":
-            metric, zeta = sets.sigma_d_ellipsoid(method, est, train, cfg.k, cfg.B,
-                                                        cfg.delta, init=truth.init)
-        else:
-            metric, zeta = None, _radius(cfg, method, est, train, truth, seed)
+        metric, zeta = confidence_set(cfg, method, est, train, truth, seed)
         t0 = time.perf_counter()
-        gaps_p, gaps_v, pis, cert = policy_gaps(mdp, solver, truth.theta, theta_hat, zeta, metric,
-                                                refs)
+        gaps_p, gaps_v, res = policy_gaps(mdp, solver, truth.theta, theta_hat, zeta, metric, refs)
         policy_s = time.perf_counter() - t0
         new_cols = (_score_new_users(cfg, method, est, new, b_diamond, zeta, mdp, mu, solver)
                     if new is not None else new_users.empty_columns())
-        dist = (diversity.principal_angle_distance(est.basis, b_diamond)
-                if est.basis is not None else float("nan"))
         rows.append(dict(
             seed=seed, method=method, **cfg.as_dict(),
-            dist=dist,
-            est_err=float(np.mean(np.sum((est.delta - truth.delta) ** 2, axis=(1, 2)))),
+            dist=subspace_distance(est, b_diamond),
+            est_err=float(np.mean(user_errors(est.delta, truth.delta))),
             pred_err=prediction_error(est.delta, truth.delta, train),
             gap_pess=float(np.mean(gaps_p)), gap_vanilla=float(np.mean(gaps_v)),
             coverage=float(sets.coverage(truth.delta, est.delta, zeta, metric)),
-            zeta=float(np.mean(zeta)), policy_cert_gap=float(np.max(cert)),
+            zeta=float(np.mean(zeta)), policy_cert_gap=certificate_gap(res),
             nll_train=float(est.nll), acc_heldout=heldout_accuracy(theta_hat, test),
             rank_hat=int(np.linalg.matrix_rank(diversity.aggregate(est.delta), tol=1e-8)),
             n_starts=int(est.info["n_starts"]), nll_spread=float(est.info["nll_spread"]),
             fit_converged=bool(est.info["converged"]), fit_gap=float(est.info["gap"]),
             **common, fit_s=fit_s, policy_s=policy_s, **new_cols,
         ))
-        saved[method] = dict(delta=est.delta, zeta=zeta, pi=np.stack(pis))
+        saved[method] = dict(delta=est.delta, zeta=zeta, pi=np.stack([r.pi for r in res]))
     if artifacts is not None:
         _save_artifacts(artifacts, mdp, truth, mu, saved)
     return rows
 
 
+# ---------------------------------------------------------------- the stages, one per step
+
+def fit_method(cfg: SimConfig, method: str, train, truth):
+    """Algorithm 1 step 2, Eq. 3.5: ``method``'s estimate from ``train`` at Theta_init =
+    truth.init (``oracle`` is given B-diamond, the truth's best rank-k column space). Returns
+    the estimate and its wall-clock seconds."""
+    t0 = time.perf_counter()
+    extra = ({"basis": diversity.best_rank_k(truth.delta, cfg.k)[0]} if method == "oracle"
+             else {})
+    est = estimators.fit(method, train, cfg.k, cfg.B, init=truth.init, **extra)
+    return est, time.perf_counter() - t0
+
+
+def confidence_set(cfg: SimConfig, method: str, est, train, truth, seed: int):
+    """Algorithm 1 step 3, Eq. 3.6: (metric, zeta) of R_i per user -- metric (N, D, D) for the
+    sigma_d ellipsoid (extension) or None for the ball, zeta (N,) from ``cfg.radius``. The
+    fixed estimate ``zero`` gets no set (zeta = 0: pessimism is the plug-in policy)."""
+    if method == "zero":
+        return None, np.zeros(cfg.N)
+    if cfg.confidence_set == "sigma_d":
+        return sets.sigma_d_ellipsoid(method, est, train, cfg.k, cfg.B, cfg.delta, init=truth.init)
+    return None, radius(cfg, method, est, train, truth, seed)
+
+
+def reference_policies(cfg: SimConfig, train, mu):
+    """mu_ref of Eq. 3.7 per user (n, H, S, A), or None for mu_ref = mu1 (cfg.ref_policy)."""
+    return empirical_policy(train, mu) if cfg.ref_policy == "empirical" else None
+
+
 def policy_gaps(mdp, solver, theta_true: np.ndarray, theta_hat: np.ndarray, zeta: np.ndarray,
                 metric=None, refs=None):
-    """Eq. 3.7 per user and the exact value gaps: (pessimistic gaps, plug-in gaps, policies,
-    certified optimality gaps), each a list over users. theta_true, theta_hat: (n, d1, d2);
-    zeta: (n,); metric: (n, D, D) or None; refs: per-user reference policies (n, H, S, A) or None."""
-    gaps_p, gaps_v, pis, cert = [], [], [], []
+    """Algorithm 1 step 4, Eq. 3.7 per user, and the exact value gaps (Theorem 4.2's left side):
+    (pessimistic gaps, plug-in gaps, solver results), each a list over users. theta_true,
+    theta_hat: (n, d1, d2); zeta: (n,); metric: (n, D, D) or None; refs: per-user reference
+    policies (n, H, S, A) or None."""
+    gaps_p, gaps_v, results = [], [], []
     for i in range(theta_hat.shape[0]):
         res = solver.solve(theta_hat[i], float(zeta[i]),
                            metric=None if metric is None else metric[i],
                            ref_policy=None if refs is None else refs[i])
-        cert.append(res.upper_bound - res.objective)
         gaps_p.append(value_gap(mdp, theta_true[i], res.pi))
         gaps_v.append(value_gap(mdp, theta_true[i], vanilla_policy(mdp, theta_hat[i])))
-        pis.append(res.pi)
-    return gaps_p, gaps_v, pis, cert
+        results.append(res)
+    return gaps_p, gaps_v, results
+
+
+def certificate_gap(results) -> float:
+    """policy_cert_gap of runs.csv: the largest certified optimality gap of Eq. 3.7's solves."""
+    return float(np.max([r.upper_bound - r.objective for r in results]))
+
+
+def reference_gap(mdp, truth, mu) -> float:
+    """gap_ref of runs.csv: the mean value gap of the behaviour policy itself."""
+    return float(np.mean([value_gap(mdp, t, mu) for t in truth.theta]))
+
+
+def user_errors(delta_hat: np.ndarray, delta_true: np.ndarray) -> np.ndarray:
+    """(N,) squared Frobenius errors ||DeltaTheta_hat_i - DeltaTheta*_i||_F^2 (est_err is the
+    mean)."""
+    return np.sum((delta_hat - delta_true) ** 2, axis=(1, 2))
+
+
+def subspace_distance(est, b_diamond: np.ndarray) -> float:
+    """dist(B_hat, B-diamond) of Definition A.1 for a method with a shared column space, NaN for
+    the others (docs/formats.md)."""
+    return (diversity.principal_angle_distance(est.basis, b_diamond)
+            if est.basis is not None else float("nan"))
 
 
 def _score_new_users(cfg: SimConfig, method: str, est, new, b_diamond, zeta_train, mdp, mu,
@@ -144,15 +192,15 @@ def _score_new_users(cfg: SimConfig, method: str, est, new, b_diamond, zeta_trai
     delta_hat, zeta, fit_gap = new_users.personalise(method, est, new, cfg.k, cfg.B, b_diamond,
                                                      cfg.delta, zeta_train)
     t = new.truth
-    refs = empirical_policy(new.train, mu) if cfg.ref_policy == "empirical" else None
-    gaps_p, gaps_v, _, cert = policy_gaps(mdp, solver, t.theta, t.init + delta_hat, zeta, None, refs)
+    refs = reference_policies(cfg, new.train, mu)
+    gaps_p, gaps_v, res = policy_gaps(mdp, solver, t.theta, t.init + delta_hat, zeta, None, refs)
     return dict(
-        est_err_new=float(np.mean(np.sum((delta_hat - t.delta) ** 2, axis=(1, 2)))),
+        est_err_new=float(np.mean(user_errors(delta_hat, t.delta))),
         pred_err_new=prediction_error(delta_hat, t.delta, new.train),
         gap_pess_new=float(np.mean(gaps_p)), gap_vanilla_new=float(np.mean(gaps_v)),
         coverage_new=float(sets.coverage(t.delta, delta_hat, zeta)),
         zeta_new=float(np.mean(zeta)), floor_new=new_users.frozen_floor(method, est, new, b_diamond),
-        fit_gap_new=fit_gap, policy_cert_gap_new=float(np.max(cert)))
+        fit_gap_new=fit_gap, policy_cert_gap_new=certificate_gap(res))
 
 
 def prediction_error(delta_hat: np.ndarray, delta_true: np.ndarray, data) -> float:
@@ -175,9 +223,9 @@ def warn_unconverged(runs) -> str | None:
             f"{bad['fit_gap'].max():.1e}); see fit_converged and fit_gap in runs.csv")
 
 
-def _radius(cfg: SimConfig, method: str, est, train, truth, seed: int) -> np.ndarray:
-    """Per-user zeta_i of Eq. 3.6 (array (N,)); the bootstrap draws from its own stream of the
-    instance seed (sim.confidence.bootstrap.boot_seed)."""
+def radius(cfg: SimConfig, method: str, est, train, truth, seed: int) -> np.ndarray:
+    """Per-user zeta_i of Eq. 3.6's ball (array (N,)) by ``cfg.radius``; the bootstrap draws
+    from its own stream of the instance seed (sim.confidence.bootstrap.boot_seed)."""
     if cfg.radius == "theory":
         z = sets.theory_radius(cfg.N, cfg.Np, cfg.nu, cfg.tail, cfg.d1, cfg.d2, cfg.k,
                                      min_bias=float(diversity.per_user_bias(truth.delta, cfg.k).min()),

@@ -75,7 +75,7 @@ def face_master(V, x0, G, th, sz, c0=None, owner=None, sw_state=None):
 
     V (D, k), x0 (D,) in the master's coordinates (f = <x, th> - sz ||x||). Starts at the
     base vertex c = 0 or at the feasible warm start c0. Equality steps: the closed-form maximiser of (*) on the affine set the
-    working set leaves free (sim.simplicial.affine_max); a blocking constraint joins the working
+    working set leaves free (sim.policy.master.affine_max); a blocking constraint joins the working
     set (a minor cycle, as in master_step); at an equality optimum every constraint whose
     multiplier has the wrong sign leaves it at once.
     """
