@@ -59,9 +59,7 @@ def random_users(args, rng, mdp, span_basis):
 
 def sweep_users(cset: str, seeds: int):
     """[(mdp, mu, thetas, zetas, metrics)] of the default sweep instance, one per seed."""
-    from sim.confidence import sets
-    from sim.estimation import estimators
-    from sim.experiments.pipeline import _radius, build_instance
+    from sim.experiments.pipeline import build_instance, confidence_set, fit_method
     from sim.model.config import SimConfig
 
     cfg = SimConfig(confidence_set=cset)
@@ -69,13 +67,9 @@ def sweep_users(cset: str, seeds: int):
     for seed in range(seeds):
         mdp, truth, mu, train, _ = build_instance(cfg, seed)
         for method in ("shared", "local"):
-            est = estimators.fit(method, train, cfg.k, cfg.B, init=truth.init)
-            if cset == "sigma_d":
-                metric, zeta = sets.sigma_d_ellipsoid(method, est, train, cfg.k, cfg.B,
-                                                            cfg.delta, init=truth.init)
-                metrics = list(metric)
-            else:
-                zeta, metrics = _radius(cfg, method, est, train, truth, seed), [None] * cfg.N
+            est, _ = fit_method(cfg, method, train, truth)
+            metric, zeta = confidence_set(cfg, method, est, train, truth, seed)
+            metrics = [None] * cfg.N if metric is None else list(metric)
             out.append((mdp, mu, truth.init + est.delta, np.asarray(zeta, float), metrics))
     return out
 
