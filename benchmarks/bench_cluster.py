@@ -3,8 +3,8 @@ per process count.
 
     python -m benchmarks.bench_cluster [--parts sweep,train] [--tiny] [--out DIR]
 
-- ``sweep``: the same (value, seed) runs of ``sim.sweep`` (Algorithm 1 per run) executed by
-  ``sim.backends.task_runner`` as ``python -m sim.sweep --backend B --jobs J`` does: loky with
+- ``sweep``: the same (value, seed) runs of ``sim.experiments.sweep`` (Algorithm 1 per run) executed by
+  ``sim.experiments.backends.task_runner`` as ``python -m sim.sweep --backend B --jobs J`` does: loky with
   1 and 2 processes, a Dask LocalCluster with 1 and 2 worker processes, a local Ray with 1
   and 2 CPUs (where installed). Per configuration: start-up (entering the runner, i.e.
   starting the cluster, then one warm-up task per worker that imports the simulator, so
@@ -48,16 +48,16 @@ def _load() -> float:
 
 def _warm() -> int:
     """Import what a run needs and hold the worker a moment, so each worker gets one."""
-    import sim.pipeline  # noqa: F401
+    import sim.experiments.pipeline  # noqa: F401
 
     time.sleep(1.0)
     return os.getpid()
 
 
 def sweep_once(backend: str, jobs: int, argv: list[str], out: Path) -> dict:
-    from sim.backends import task_runner
-    from sim.parts import part_name, write_part
-    from sim.sweep import _run_task, parse_args, plan
+    from figures.files import part_name, write_part
+    from sim.experiments.backends import task_runner
+    from sim.experiments.sweep import _run_task, parse_args, plan
 
     args = parse_args([*argv, "--out", str(out)])
     cfg, values, seeds, methods = plan(args)
@@ -134,7 +134,7 @@ def bench_train(mode: str, repeats: int) -> pd.DataFrame:
 
 
 def main(argv=None) -> int:
-    from sim.cli import OneLineParser
+    from figures.cli import OneLineParser
 
     p = OneLineParser(prog="python -m benchmarks.bench_cluster", description=__doc__.split("\n")[0])
     p.add_argument("--parts", default="sweep,train")

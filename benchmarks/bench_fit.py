@@ -1,6 +1,6 @@
 """Speed of the rank-constrained MLE of Eq. 3.5 over S^ShareLoRA (Eq. 3.4), measured side by side.
 
-``fit("shared")`` (exact batched W-steps + Newton on span(U), sim/lowrank.py) with its default
+``fit("shared")`` (exact batched W-steps + Newton on span(U), sim/estimation/lowrank.py) with its default
 multi-start (the global-optimum rule of docs/estimators.md) and with the spectral start only
 (``max_starts=1``, the single-start fit of earlier versions), against a plain torch autograd +
 Adam baseline on the same factored objective DeltaTheta_i = U W_i with the same feasible set
@@ -21,11 +21,11 @@ import time
 
 import numpy as np
 
-from sim.cli import OneLineParser
-from sim.data import behaviour_policy, make_preferences
-from sim.estimators import _layout, _LowRank, fit
-from sim.mdp import random_mdp
-from sim.truth import make_ground_truth
+from figures.cli import OneLineParser
+from sim.estimation.estimators import _layout, _LowRank, fit
+from sim.model.data import behaviour_policy, make_preferences
+from sim.model.mdp import random_mdp
+from sim.model.truth import make_ground_truth
 
 N, D1, D2, K, NP = 50, 20, 4, 3, 500
 NU, TAIL, B = 0.15, 0.05, 1.0

@@ -1,5 +1,5 @@
 """Pessimistic policy of Eq. 3.7: the LP path (simplicial decomposition, pricing LPs by backward
-induction), the experimental face rounds (sim/faces.py) and the exact SOCP (cvxpy + Clarabel,
+induction), the experimental face rounds (sim/policy/faces.py) and the exact SOCP (cvxpy + Clarabel,
 compiled once with Parameters), side by side on the same users, each also as a multiple of
 one plug-in DP pass (backward induction for theta_hat, the floor of any method).
 
@@ -11,13 +11,13 @@ one plug-in DP pass (backward induction for theta_hat, the floor of any method).
 Random instance (default): users get theta_hat = a random direction of norm --theta-norm and
 radii zeta spread so that sqrt(zeta)/||theta_hat|| is uniform in [0, --max-ratio] (ratio >= 1
 is the trivial case, answered exactly without any solve). With --metric-cond C every user gets
-an ellipsoid (the sigma_d set's shape, sim.confidence.sigma_d_ellipsoid): a metric M with
+an ellipsoid (the sigma_d set's shape, sim.confidence.sets.sigma_d_ellipsoid): a metric M with
 random eigenvectors and eigenvalues spread geometrically over [1/C, 1], and the ratio is
 sqrt(zeta)/||P_W' M^(1/2) theta_hat|| (P_W' the projection on M^(-1/2) W, the span of the
 achievable feature differences), the same scale at which mu_ref becomes optimal.
---instance sweep: the users of the default sweep's instance (sim.config.SimConfig defaults,
+--instance sweep: the users of the default sweep's instance (sim.model.config.SimConfig defaults,
 seeds 0 .. --seeds - 1, the `shared` and `local` fits), their radii (ball) or sigma_d
-ellipsoids, as sim/pipeline.py builds them. --scaling: per-user time of each solver and of
+ellipsoids, as sim/experiments/pipeline.py builds them. --scaling: per-user time of each solver and of
 the DP pass against S*A*H and against d1*d2 (four sizes each), with log-log exponents.
 """
 
@@ -32,9 +32,10 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from sim.cli import OneLineParser  # noqa: E402
-from sim.mdp import random_mdp  # noqa: E402
-from sim.policy import SOLVERS, PessimisticSolver, vanilla_policy  # noqa: E402
+from figures.cli import OneLineParser  # noqa: E402
+from sim.model.mdp import random_mdp  # noqa: E402
+from sim.policy.exact import vanilla_policy  # noqa: E402
+from sim.policy.solver import SOLVERS, PessimisticSolver  # noqa: E402
 
 
 def random_users(args, rng, mdp, span_basis):
@@ -58,22 +59,17 @@ def random_users(args, rng, mdp, span_basis):
 
 def sweep_users(cset: str, seeds: int):
     """[(mdp, mu, thetas, zetas, metrics)] of the default sweep instance, one per seed."""
-    from sim import confidence, estimators
-    from sim.config import SimConfig
-    from sim.pipeline import _radius, build_instance
+    from sim.experiments.pipeline import build_instance, confidence_set, fit_method
+    from sim.model.config import SimConfig
 
     cfg = SimConfig(confidence_set=cset)
     out = []
     for seed in range(seeds):
         mdp, truth, mu, train, _ = build_instance(cfg, seed)
         for method in ("shared", "local"):
-            est = estimators.fit(method, train, cfg.k, cfg.B, init=truth.init)
-            if cset == "sigma_d":
-                metric, zeta = confidence.sigma_d_ellipsoid(method, est, train, cfg.k, cfg.B,
-                                                            cfg.delta, init=truth.init)
-                metrics = list(metric)
-            else:
-                zeta, metrics = _radius(cfg, method, est, train, truth, seed), [None] * cfg.N
+            est, _ = fit_method(cfg, method, train, truth)
+            metric, zeta = confidence_set(cfg, method, est, train, truth, seed)
+            metrics = [None] * cfg.N if metric is None else list(metric)
             out.append((mdp, mu, truth.init + est.delta, np.asarray(zeta, float), metrics))
     return out
 

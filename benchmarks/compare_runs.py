@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from sim.cli import OneLineParser
+from figures.cli import OneLineParser
 
 
 def compare(a: pd.DataFrame, b: pd.DataFrame, ignore=(), tol: float = 1e-8):

@@ -1,6 +1,6 @@
 """A reviewer's check of the Eq. 3.5 fits: do random restarts beat ``fit``?
 
-For every instance of the default sweep geometry (sim.config.SimConfig, N=20, d1=12, d2=3,
+For every instance of the default sweep geometry (sim.model.config.SimConfig, N=20, d1=12, d2=3,
 k=2) at the given N_p values, behaviours and seeds, fit ``shared`` (or ``local``), then run
 ``--restarts`` further random orthonormal starts (their own random stream, exact W-step, then
 Newton on span(U) in the untransposed chart) and count the instances where the best restart
@@ -20,11 +20,12 @@ import time
 
 import numpy as np
 
-from sim.cli import OneLineParser
-from sim.config import SimConfig
-from sim.estimators import _layout, fit
-from sim.lowrank import MAX_STARTS, _LowRank, _newton, random_bases
-from sim.pipeline import build_instance
+from figures.cli import OneLineParser
+from sim.estimation.estimators import _layout, fit
+from sim.estimation.lowrank import _LowRank, _newton
+from sim.estimation.multistart import MAX_STARTS, random_bases
+from sim.experiments.pipeline import build_instance
+from sim.model.config import SimConfig
 
 REL = 1e-6
 

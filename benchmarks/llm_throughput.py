@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.cli import CliError, OneLineParser, check_out_dir
+from figures.cli import CliError, OneLineParser, check_out_dir
 
 N_USERS = 5  # Section 5: the top five labelers
 LORA_R, LORA_ALPHA = 32, 16.0  # Appendix D.2

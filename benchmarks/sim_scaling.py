@@ -3,7 +3,7 @@
     python -m benchmarks.sim_scaling [--quick | --tiny] [--parts fit,policy,sweep,profile,seeds]
                                      [--out DIR]
 
-- ``fit``: wall time of ``sim.estimators.fit("shared")`` (Eq. 3.5 over S^ShareLoRA, Eq. 3.4) as
+- ``fit``: wall time of ``sim.estimation.estimators.fit("shared")`` (Eq. 3.5 over S^ShareLoRA, Eq. 3.4) as
   Np grows at fixed N, as N grows at fixed Np (each over a 10x range, so N*Np grows 10x) and as
   d1 grows; log-log exponents fitted by least squares.
 - ``policy``: time per user of ``PessimisticSolver.solve`` (Eq. 3.7) as S*A*H grows, the LP
@@ -36,10 +36,10 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from sim.analysis import loglog_slope
-from sim.cli import CliError, OneLineParser, check_out_dir
-from sim.config import SimConfig
-from sim.pipeline import build_instance
+from figures.cli import CliError, OneLineParser, check_out_dir
+from sim.experiments.analysis import loglog_slope
+from sim.experiments.pipeline import build_instance
+from sim.model.config import SimConfig
 
 PARTS = ("fit", "policy", "sweep", "profile", "seeds")
 # Grids per mode: (Np values at fixed N, N values at fixed Np, d1 values, (S, A, H) sizes).
@@ -70,7 +70,7 @@ def instance(cfg: SimConfig, seed: int = 0):
 
 def fit_scaling(grid: dict, repeats: int, method: str = "shared") -> pd.DataFrame:
     """Fit time of ``method`` along three axes around the default SimConfig."""
-    from sim.estimators import fit
+    from sim.estimation.estimators import fit
 
     base = SimConfig()
     points = [("Np", dict(Np=v)) for v in grid["Np"]] + [("N", dict(N=v)) for v in grid["N"]]
@@ -114,7 +114,7 @@ def policy_scaling(grid: dict, repeats: int, cap_s: float) -> pd.DataFrame:
     A solver whose users at one size take more than ``cap_s`` in total is not run at larger
     sizes (row with ``per_user_s`` NaN and a note), and is timed once instead of ``repeats``.
     """
-    from sim.policy import PessimisticSolver
+    from sim.policy.solver import PessimisticSolver
 
     rows, capped = [], set()
     for S, A, H in grid["sah"]:
@@ -152,63 +152,21 @@ def policy_scaling(grid: dict, repeats: int, cap_s: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# Imported through PYTHONPATH by every interpreter of a sweep (loky workers included): makes
-# ``PessimisticSolver``'s default solver $SIM_SCALING_POLICY_SOLVER, to time a proposed change of
-# sim/pipeline.py (which builds ``PessimisticSolver(mdp, mu)``) without editing it.
-SITECUSTOMIZE = """
-import importlib.abc, importlib.util, os, sys
-SOLVER = os.environ.get("SIM_SCALING_POLICY_SOLVER")
-
-
-class _PatchPolicy(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != "sim.policy":
-            return None
-        sys.meta_path.remove(self)
-        try:
-            spec = importlib.util.find_spec(name)
-        finally:
-            sys.meta_path.insert(0, self)
-        run = spec.loader.exec_module
-
-        def exec_module(module):
-            run(module)
-            init = module.PessimisticSolver.__init__
-
-            def patched(self, mdp, ref_policy, solver=SOLVER, **kw):
-                init(self, mdp, ref_policy, solver=solver, **kw)
-
-            module.PessimisticSolver.__init__ = patched
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
-if SOLVER:
-    sys.meta_path.insert(0, _PatchPolicy())
-"""
-
-
 def run_sweep(args: list[str], out: Path, profile: Path | None = None,
               solver: str = "default") -> dict:
     """``python -m sim.sweep ARGS --out OUT`` from scratch: wall time, rows, runs.csv size.
 
-    solver "default" runs the code as it is; "lp"/"socp" make it the default solver of
-    sim.policy.PessimisticSolver in every process of the sweep (see SITECUSTOMIZE). A failing
-    sweep is reported (exit status, last error line, tasks finished), not raised.
+    solver "default" runs the code as it is; "lp"/"socp"/"face" add ``--set
+    policy_solver=SOLVER``. A failing sweep is reported (exit status, last error line, tasks
+    finished), not raised.
     """
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable]
     if profile is not None:
         cmd += ["-m", "cProfile", "-o", str(profile)]
     cmd += ["-m", "sim.sweep", *args, "--out", str(out)]
+    cmd += [] if solver == "default" else ["--set", f"policy_solver={solver}"]
     env = dict(os.environ)
-    if solver != "default":
-        hook = out.parent / "policy_hook"
-        hook.mkdir(parents=True, exist_ok=True)
-        (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
-        env["SIM_SCALING_POLICY_SOLVER"] = solver
     before = load()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
@@ -337,7 +295,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument("--repeats", type=int, default=None, help="timing repeats (min taken); default 3, tiny 1")
     p.add_argument("--blas-threads", type=int, default=1,
-                   help="BLAS threads for the fit and policy parts (1: as sim.sweep runs them; "
+                   help="BLAS threads for the fit and policy parts (1: as sim.experiments.sweep runs them; "
                         "0: the library default)")
     p.add_argument("--sweep-solvers", default="default,socp",
                    help="policy solvers the sweep/profile/seeds parts run with: 'default' (the "

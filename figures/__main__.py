@@ -1,4 +1,9 @@
-"""`python -m figures [DIR ...]`: rebuild every figure and table from result directories.
+"""`python -m figures [DIR ...]`: rebuild every figure from result directories.
+
+Figures only: the tables (a sweep's slopes.csv and summary.md, a study's summaries) are written
+by the command that produced the results; `python -m sim.sweep ... --analyse-only` rebuilds a
+finished sweep's tables with the current analysis code. ``figures`` imports nothing from
+``sim`` or ``llm``.
 
 A directory with map.csv is a pessimism map (``python -m sim.pessimism_map --out``); one with
 study.csv is a pessimism study (``python -m sim.algorithm1 --study --out``);
@@ -12,12 +17,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from sim.cli import OneLineParser
+from figures.cli import OneLineParser
 
 
 def _plan(d: Path) -> tuple[str, list[Path], object]:
-    """(kind, llm run dirs, the validated sweep runs or None) of one result directory, every
-    input validated (figures.inputs)."""
+    """(kind, llm run dirs, the validated sweep (runs, slopes) or None) of one result
+    directory, every input validated (figures.inputs)."""
     from figures import inputs
     from figures.llm_plots import metrics_files
 
@@ -30,7 +35,7 @@ def _plan(d: Path) -> tuple[str, list[Path], object]:
     elif kind == "study":
         inputs.load_study(d)
     elif kind == "sweep":
-        runs = inputs.load_runs(d)
+        runs = (inputs.load_runs(d), inputs.load_slopes(d))
     llm = metrics_files([d])
     for f in llm:
         inputs.load_metrics(f)
@@ -44,7 +49,7 @@ def main(argv=None) -> int:
     dirs = [Path(d) for d in args.dirs] or sorted(d for d in Path("results").glob("*") if d.is_dir())
     if not dirs:
         return p.fail("no result directories given and none under results/")
-    from sim.parts import ResultError
+    from figures.files import ResultError
 
     plans = []
     for d in dirs:  # validate everything before writing anything
@@ -66,10 +71,8 @@ def main(argv=None) -> int:
             written += make_study_figure(d)
         elif kind == "sweep":
             from figures.sim_plots import make_sweep_figures
-            from sim.analysis import write_analysis  # slopes/summary are tables: rebuild them too
 
-            write_analysis(runs, str(runs["vary"].iloc[0]), d)
-            written += [d / "slopes.csv", d / "summary.md"] + make_sweep_figures(d)
+            written += make_sweep_figures(d, runs)
         if llm:
             from figures.llm_plots import make_llm_figures
 

@@ -1,6 +1,6 @@
 """Validated reading of the result files figures are drawn from (formats: docs/formats.md).
 
-Every reader raises :class:`sim.parts.ResultError` with one line naming the file and what is
+Every reader raises :class:`figures.files.ResultError` with one line naming the file and what is
 wrong: missing, not a CSV, lacking columns, a checksum that differs from its ``.ok`` marker,
 fewer rows than its ``sweep.json`` / ``study.json`` promises, or values out of range.
 """
@@ -12,9 +12,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.parts import ResultError, read_csv_checked, read_json_checked
+from figures.files import ResultError, read_csv_checked, read_json_checked
 
 #: Columns every runs.csv of a sweep has (docs/formats.md), and those that must be set.
+#: Columns of every llm metrics.csv (llm.evaluate writes them; docs/formats.md).
+METRICS_COLUMNS = (
+    "method", "model", "labeler", "n_eval", "accuracy", "accuracy_tie_half",
+    "accuracy_tie_right", "ties", "seed", "epochs", "steps", "lora_r", "lora_alpha", "targets",
+)
 RUNS_COLUMNS = ("vary", "value", "seed", "method", "N", "Np", "d1", "d2", "k", "nu", "tail",
                 "dist", "est_err", "gap_pess", "gap_vanilla", "coverage", "zeta")
 RUNS_NOT_NULL = ("vary", "value", "seed", "method", "est_err", "gap_pess", "gap_vanilla")
@@ -83,8 +88,6 @@ def load_map(d: Path) -> pd.DataFrame:
 def load_metrics(path: Path) -> list[dict]:
     """Rows of one llm metrics.csv: METRICS_COLUMNS, accuracy in [0, 1], every labeler
     0..K-1 and `all` once per (method, seed)."""
-    from llm.evaluate import METRICS_COLUMNS
-
     path = Path(path)
     df = read_csv_checked(path, METRICS_COLUMNS, require_marker=False)
     if df.empty:

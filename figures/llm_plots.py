@@ -140,16 +140,15 @@ def plot_new_users(csv_path: Path, out_dir: Path) -> list[Path]:
     the new labelers vs pairs per new labeler, per method the mean over seeds of each seed's
     mean over its draws of the shots, with the 95% t-interval over seeds; the new labelers'
     Bayes ceiling and the training labelers' mean reward. PNG and PDF."""
-    from llm.new_user_study import NEW_USER_METHODS, per_seed
+    from figures.stats import per_seed
 
     with open(csv_path, newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["labeler"] == "all"]
     if not rows:
         raise ValueError(f"{csv_path}: no rows")
     sizes = sorted({int(r["pairs_per_labeler"]) for r in rows})
-    present = {r["method"] for r in rows}
-    curves = {m: {s: list(per_seed(rows, m, s).values()) for s in sizes}
-              for m in NEW_USER_METHODS if m in present}
+    methods = list(dict.fromkeys(r["method"] for r in rows))  # the study's order
+    curves = {m: {s: list(per_seed(rows, m, s).values()) for s in sizes} for m in methods}
     n_seeds = len({r["seed"] for r in rows})
     return _accuracy_curves(curves, rows[0], "pairs per new labeler (shots)",
                             "new labelers' held-out accuracy",
@@ -167,7 +166,7 @@ def _accuracy_curves(curves, ref_row, xlabel, ylabel, title, stem,
     import matplotlib.pyplot as plt
 
     from figures._save import save_png_pdf
-    from llm.study import ci95
+    from figures.stats import ci95
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for i, (m, by_size) in enumerate(curves.items()):

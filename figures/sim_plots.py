@@ -1,6 +1,6 @@
 """Log-log scaling figures of a sweep directory (runs.csv + slopes.csv -> PNG and PDF).
 
-One figure per check of sim/analysis.py: seed median per method with a 25-75% band, the fitted
+One figure per check of sim/experiments/analysis.py: seed median per method with a 25-75% band, the fitted
 line, and the paper bound's reference slope anchored at the first median point.
 """
 
@@ -75,12 +75,13 @@ def plot_quantity(runs: pd.DataFrame, slopes: pd.DataFrame, quantity: str, vary:
     return fig, ax
 
 
-def make_sweep_figures(result_dir: Path) -> list[Path]:
-    """Write <quantity>_vs_<vary>.png/.pdf for every quantity checked in slopes.csv."""
+def make_sweep_figures(result_dir: Path, tables=None) -> list[Path]:
+    """Write <quantity>_vs_<vary>.png/.pdf for every quantity checked in slopes.csv;
+    ``tables``: (runs, slopes) already read by figures.inputs (read here if None)."""
     from figures.inputs import load_runs, load_slopes
 
     result_dir = Path(result_dir)
-    runs, slopes = load_runs(result_dir), load_slopes(result_dir)
+    runs, slopes = tables or (load_runs(result_dir), load_slopes(result_dir))
     vary = str(runs["vary"].iloc[0])
     written = []
     extra = ["gap_vanilla", "coverage"]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.cli import OneLineParser
+from figures.cli import OneLineParser
 
 HUB_CONFIG = "comparisons"
 # The hub repo's original form is a loading script; the auto-converted parquet branch is what

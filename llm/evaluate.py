@@ -16,12 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.cli import OneLineParser
+from figures.cli import OneLineParser
+from figures.inputs import METRICS_COLUMNS
 
-METRICS_COLUMNS = (
-    "method", "model", "labeler", "n_eval", "accuracy", "accuracy_tie_half",
-    "accuracy_tie_right", "ties", "seed", "epochs", "steps", "lora_r", "lora_alpha", "targets",
-)
 DIVERSITY_COLUMNS = (
     "method", "seed", "layer", "N", "k", "nu", "tail", "energy", "top_energy_fraction",
     "singular_values",
@@ -84,8 +81,8 @@ def metrics_rows(cfg, per_labeler: list[dict], steps: dict | None = None) -> lis
 
 
 def write_csv(path: Path, rows: list[dict], columns: tuple[str, ...]) -> None:
-    """Write atomically, then the completeness marker path.ok (sim.parts, docs/formats.md)."""
-    from sim.parts import write_checked
+    """Write atomically, then the completeness marker path.ok (figures.files, docs/formats.md)."""
+    from figures.files import write_checked
 
     fh = io.StringIO(newline="")
     w = csv.DictWriter(fh, fieldnames=list(columns))
@@ -172,9 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(d) for d in args.dirs if not (d / "metrics.csv" if d.is_dir() else d).exists()]
     if missing:
         return parser.fail(f"no metrics.csv in {', '.join(missing)}")
+    from figures.cli import CliError, check_out_dir
+    from figures.files import ResultError
     from figures.inputs import load_metrics  # the validated reader (docs/formats.md)
-    from sim.cli import CliError, check_out_dir
-    from sim.parts import ResultError
 
     try:
         if args.out:

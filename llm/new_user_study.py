@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from figures.stats import ci95, per_seed
+
 NEW_USER_METHODS = ("new-user", "new-user-comb", "local", "global")
 STOP_ENV = "LLM_NEW_USERS_STOP_AFTER_RUNS"  # test hook: exit 3 after this many new runs
 COLUMNS = (
@@ -268,21 +270,9 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
-def per_seed(rows: list[dict], method: str, size: int) -> dict[int, float]:
-    """Labeler-``all`` accuracy per seed, averaged over that seed's draws of the shots."""
-    acc: dict[int, list[float]] = {}
-    for r in rows:
-        if (r["labeler"] == "all" and r["method"] == method
-                and int(r["pairs_per_labeler"]) == size):
-            acc.setdefault(int(r["seed"]), []).append(float(r["accuracy"]))
-    return {s: float(np.mean(v)) for s, v in acc.items()}
-
-
 def summary_table(rows: list[dict]) -> str:
     """Markdown: per method and n, mean ± 95% t-CI over seeds of the per-seed mean over draws;
     paired differences (same seed, same draws) against ``local``; trainable numbers."""
-    from llm.study import ci95
-
     allrows = [r for r in rows if r["labeler"] == "all"]
     sizes = sorted({int(r["pairs_per_labeler"]) for r in allrows})
     methods = [m for m in NEW_USER_METHODS if any(r["method"] == m for r in allrows)]

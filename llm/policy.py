@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from figures.cli import OneLineParser
 from llm.uncertainty import DEFAULT_BETA, DEFAULT_PRIOR_PRECISION
-from sim.cli import OneLineParser
 
 POLICY_COLUMNS = ("method", "user", "n", "regret", "regret_pess", "win_vs_global", "seed",
                   "worker", "regret_se", "regret_pess_se", "n_posts", "pool", "beta",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.cli import OneLineParser
+from figures.cli import OneLineParser
 
 STUDY_COLUMNS = ("size",)
 

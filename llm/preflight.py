@@ -1,6 +1,6 @@
 """Checks `llm.train` runs before it trains or writes anything: the output directory, the
 model and data sources (hub ids fail fast when the hub is unreachable), and the integrity of a
-checkpoint that --resume would read. Every failure is a :class:`sim.cli.CliError`: one line,
+checkpoint that --resume would read. Every failure is a :class:`figures.cli.CliError`: one line,
 exit status 2 (docs/formats.md)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from sim.cli import CliError, check_out_dir
-from sim.parts import atomic_write
+from figures.cli import CliError, check_out_dir
+from figures.files import atomic_write
 
 HUB_TIMEOUT_S = 3.0
 CHECKPOINT_FILES = ("state.safetensors", "optim.pt")
@@ -160,8 +160,8 @@ def check_train_memory(model: str, batch_size: int, max_length: int) -> None:
     """Refuse a batch whose activations cannot fit in this machine's memory: a lower bound
     (8 floats per token, layer and hidden unit kept for backward; the real figure is several
     times more) from the model directory's config.json. Hub ids are not checked."""
+    from figures.cli import check_memory
     from llm.config import DEFAULT_MODEL
-    from sim.cli import check_memory
 
     if model == DEFAULT_MODEL:
         from llm.model import resolve_model_path

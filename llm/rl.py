@@ -24,7 +24,7 @@ import os
 import sys
 from pathlib import Path
 
-from sim.cli import OneLineParser
+from figures.cli import OneLineParser
 
 TRAINERS = ("rloo", "grpo")
 

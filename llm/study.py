@@ -37,8 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
+from figures.cli import OneLineParser
+from figures.stats import ci95
 from llm.study_model import STUDY_METHODS, score, train_method  # noqa: F401
-from sim.cli import OneLineParser
 
 DEFAULT_METHODS = ("global", "local", "shared", "shared-wu", "share-rep")
 STOP_ENV = "LLM_STUDY_STOP_AFTER_RUNS"  # test hook: exit 3 after this many new runs
@@ -285,16 +286,6 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
     tmp = path.with_suffix(".tmp")
     write_csv(tmp, rows, COLUMNS)
     tmp.replace(path)
-
-
-def ci95(values) -> tuple[float, float]:
-    """Mean and half-width of the 95% Student-t interval over seeds (0 for one value)."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2:
-        return float(v.mean()), 0.0
-    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
 
 
 def summary_table(rows: list[dict]) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.cli import (
+from figures.cli import (
     CliError,
     OneLineParser,
     check_memory,
@@ -33,7 +33,7 @@ from sim.cli import (
     nonneg_int,
     positive_int,
 )
-from sim.parts import atomic_write
+from figures.files import atomic_write
 
 TRAITS = ("length", "overlap", "casual", "question", "emotion")
 W_COMMON = np.array([0.0, 1.5, 0.0, 0.0, 0.0])

@@ -29,6 +29,14 @@ from dataclasses import replace  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from figures.cli import (  # noqa: E402
+    OneLineParser,
+    int_at_least,
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+)
 from llm.config import (  # noqa: E402
     ALL_METHODS,
     DEFAULT_DATA,
@@ -59,14 +67,6 @@ from llm.preflight import (  # noqa: E402
     check_output,
     check_train_memory,
     write_checkpoint_manifest,
-)
-from sim.cli import (  # noqa: E402
-    OneLineParser,
-    int_at_least,
-    nonneg_float,
-    nonneg_int,
-    positive_float,
-    positive_int,
 )
 
 # Test hook: stop (exit 3) after this many optimizer steps, as an interrupted run would.
@@ -409,9 +409,9 @@ def _evaluate_phase(cfg, phase, model, data, tok, accel, out):
 def _write_results(cfg, phases, data, out, train_s, world=1):
     from safetensors.numpy import load_file
 
+    from figures.inputs import METRICS_COLUMNS
     from llm.evaluate import (
         DIVERSITY_COLUMNS,
-        METRICS_COLUMNS,
         diversity_rows,
         method_table,
         metrics_rows,

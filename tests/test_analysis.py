@@ -1,11 +1,11 @@
-"""sim/analysis.py: constant_free flags, per-class Cor 4.1 predictions and the Remark 3 table,
+"""sim/experiments/analysis.py: constant_free flags, per-class Cor 4.1 predictions and the Remark 3 table,
 checked against closed forms and synthetic sweeps with known exponents."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from sim import analysis
+from sim.experiments import analysis, remark3
 
 
 def _runs(vary="Np", values=(50, 100, 200, 400, 800), tail=0.0, seeds=4, rate=-1.0):
@@ -57,11 +57,11 @@ def test_tail_rows_depend_on_the_constants():
 def test_np_needed_follows_the_measured_rate(target):
     # est_err = 3 Np^-0.6 exactly: any target is reached at (3 / target)^(1/0.6)
     e = lambda n: 3 * n ** -0.6  # noqa: E731
-    need, how = analysis._np_needed(e(400), e(1600), 400, 1600, target)
+    need, how = remark3._np_needed(e(400), e(1600), 400, 1600, target)
     assert need == pytest.approx((3 / target) ** (1 / 0.6), rel=1e-9)
     assert how == ("interpolated" if e(1600) <= target <= e(400) else
                    "extrapolated below grid" if target > e(400) else "extrapolated above grid")
-    assert analysis._np_needed(e(400), float("nan"), 400, float("nan"), target)[1] == "assumed 1/N_p"
+    assert remark3._np_needed(e(400), float("nan"), 400, float("nan"), target)[1] == "assumed 1/N_p"
 
 
 def test_remark3_table_uses_each_methods_own_rate():
@@ -75,11 +75,11 @@ def test_remark3_table_uses_each_methods_own_rate():
         return pd.DataFrame(rows)
 
     rates = {"shared": -1.0, "full": -0.5}
-    table = analysis.remark3_table(runs(400, rates), runs(1600, rates)).set_index("d1")
+    table = remark3.remark3_table(runs(400, rates), runs(1600, rates)).set_index("d1")
     np.testing.assert_allclose(table["rate full"], -0.5)
     target = 400 ** -0.5  # full at d1 = 5, Np = 400
     np.testing.assert_allclose(table["Np_needed full"], (np.array([1, 2, 4]) / target) ** 2)
     np.testing.assert_allclose(table["Np_needed shared"], np.array([1, 2, 4]) / target)
-    assert "own measured rate" in analysis.remark3_markdown(runs(400, rates), runs(1600, rates))
+    assert "own measured rate" in remark3.remark3_markdown(runs(400, rates), runs(1600, rates))
     with pytest.raises(ValueError, match="higher N_p"):
-        analysis.remark3_table(runs(400, rates), runs(400, rates))
+        remark3.remark3_table(runs(400, rates), runs(400, rates))

@@ -24,13 +24,12 @@ import llm.data as llm_data
 import llm.evaluate as llm_evaluate
 import llm.synth as llm_synth
 import llm.train as llm_train
-import sim.algorithm1 as algorithm1
-import sim.coverage as coverage
-import sim.demo as demo
-import sim.sweep as sweep
-from figures.inputs import RUNS_COLUMNS
-from llm.evaluate import METRICS_COLUMNS
-from sim import parts
+import sim.experiments.algorithm1 as algorithm1
+import sim.experiments.coverage as coverage
+import sim.experiments.demo as demo
+import sim.experiments.sweep as sweep
+from figures import files
+from figures.inputs import METRICS_COLUMNS, RUNS_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "tldr_tiny"
@@ -59,11 +58,11 @@ def _sweep_dir(work: Path, runs: bytes | None = None, marker=True, spec=True) ->
     if spec:
         (d / "sweep.json").write_text(json.dumps(dict(vary="nu", values=[0.05, 0.1], seeds=[0, 1],
                                                       methods=["shared", "local"], base={})))
-    parts.write_csv_atomic(df, d / "runs.csv")
+    files.write_csv_atomic(df, d / "runs.csv")
     if runs is not None:
         (d / "runs.csv").write_bytes(runs)
     if not marker:
-        parts.marker_path(d / "runs.csv").unlink()
+        files.marker_path(d / "runs.csv").unlink()
     return str(d)
 
 
@@ -149,7 +148,7 @@ ONLINE_DEAD = {"HF_HUB_OFFLINE": None, "TRANSFORMERS_OFFLINE": None, "HF_DATASET
 M = {"@M": _fake_model}
 
 CASES = [
-    # sim.sweep
+    # sim.experiments.sweep
     ("sweep-vary", S, ["--vary", "foo"], {}, {}),
     ("sweep-energy", S, ["--vary", "nu", "--values", "0.1,2.0"], {}, {}),
     ("sweep-negative-values", S, ["--vary", "Np", "--values", "10,-5"], {}, {}),
@@ -177,7 +176,7 @@ CASES = [
      {"@O": _record("sweep", "{broken")}, {}),
     ("sweep-other-record", S, ["--vary", "nu", *TINY, "--out", "@O"],
      {"@O": _record("sweep", json.dumps(dict(vary="Np", base={}, methods=["shared"])))}, {}),
-    # sim.algorithm1
+    # sim.experiments.algorithm1
     ("alg1-seed-negative", A1, ["--seed", "-1"], {}, {}),
     ("alg1-zeta-nan", A1, ["--radius", "theory", "--zeta-c", "nan"], {}, {}),
     ("alg1-zeta-inf", A1, ["--radius", "theory", "--zeta-c", "inf"], {}, {}),
@@ -192,7 +191,7 @@ CASES = [
     ("alg1-study-out-unwritable", A1, ["--study", "--out", "/proc/no-such/x"], {}, {}),
     ("alg1-study-broken-record", A1, ["--study", "--out", "@O"],
      {"@O": _record("study", "[1, 2")}, {}),
-    # sim.coverage
+    # sim.experiments.coverage
     ("cov-seeds-1", COV, ["--seeds", "1"], {}, {}),
     ("cov-bad-setting", COV, ["--settings", "20:sometimes"], {}, {}),
     ("cov-duplicate-setting", COV, ["--settings", "20:poor,20:poor"], {}, {}),
@@ -201,7 +200,7 @@ CASES = [
     ("cov-unknown-method", COV, ["--methods", "nope"], {}, {}),
     ("cov-out-file", COV, ["--out", "@F"], {"@F": _file}, {}),
     ("cov-broken-record", COV, ["--out", "@O"], {"@O": _record("coverage", "")}, {}),
-    # sim.demo
+    # sim.experiments.demo
     ("demo-seed-negative", DEMO, ["--seed", "-1"], {}, {}),
     ("demo-Np-0", DEMO, ["--Np", "0"], {}, {}),
     ("demo-unknown-method", DEMO, ["--methods", "nope"], {}, {}),

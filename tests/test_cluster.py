@@ -1,4 +1,4 @@
-"""Beyond one process: sim.sweep on Dask (and Ray) against --jobs 1, and llm/train.py on two
+"""Beyond one process: sim.experiments.sweep on Dask (and Ray) against --jobs 1, and llm/train.py on two
 gloo processes against one process with the same effective batch (bit-identical results)."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _alive(pgid: int) -> list[int]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """runs.csv of --jobs 1 (in this process: the backends are compared with it)."""
-    from sim.sweep import main
+    from sim.experiments.sweep import main
 
     out = tmp_path_factory.mktemp("ref") / "j1"
     assert main([*ARGS, "--out", str(out)]) == 0
@@ -99,8 +99,8 @@ def test_bad_backend_input_exits_2(tmp_path, args, message):
 
 def test_unreachable_scheduler_exits_2_before_writing(tmp_path, capsys, monkeypatch):
     pytest.importorskip("distributed")
-    from sim import backends
-    from sim import sweep as sweep_mod
+    from sim.experiments import backends
+    from sim.experiments import sweep as sweep_mod
 
     monkeypatch.setattr(backends, "CONNECT_TIMEOUT_S", 1)
     out = tmp_path / "out"
@@ -112,7 +112,7 @@ def test_unreachable_scheduler_exits_2_before_writing(tmp_path, capsys, monkeypa
 
 
 def test_missing_backend_package_is_one_line(monkeypatch):
-    from sim import backends
+    from sim.experiments import backends
 
     real = backends.importlib.util.find_spec
     monkeypatch.setattr(backends.importlib.util, "find_spec",

@@ -1,33 +1,34 @@
-"""Tests of sim/confidence.py: Eq. 3.6 radii (theory shape, Fisher-calibrated) and coverage."""
+"""Tests of sim/sets.py: Eq. 3.6 radii (theory shape, Fisher-calibrated) and coverage."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from sim import confidence, estimators
-from sim.data import make_preferences
-from sim.mdp import random_mdp
-from sim.truth import make_ground_truth
+from sim.confidence import sets
+from sim.estimation import estimators
+from sim.model.data import make_preferences
+from sim.model.mdp import random_mdp
+from sim.model.truth import make_ground_truth
 from theory.bounds import zeta_theory
 
 
 def test_coverage_by_hand():
     true = np.zeros((3, 1, 2))
     hat = np.array([[[1.0, 0.0]], [[0.0, 2.0]], [[0.0, 0.0]]])  # squared errors 1, 4, 0
-    assert confidence.coverage(true, hat, 1.0) == pytest.approx(2 / 3)
-    assert confidence.coverage(true, hat, np.array([0.5, 4.0, 0.0])) == pytest.approx(2 / 3)
-    assert confidence.coverage(true, hat, 4.0) == 1.0
+    assert sets.coverage(true, hat, 1.0) == pytest.approx(2 / 3)
+    assert sets.coverage(true, hat, np.array([0.5, 4.0, 0.0])) == pytest.approx(2 / 3)
+    assert sets.coverage(true, hat, 4.0) == 1.0
 
 
 def test_coverage_bad_input():
     a = np.zeros((2, 1, 1))
     with pytest.raises(ValueError, match="non-negative"):
-        confidence.coverage(a, a, -1.0)
+        sets.coverage(a, a, -1.0)
     with pytest.raises(ValueError, match="shape"):
-        confidence.coverage(a, a, np.ones(3))
+        sets.coverage(a, a, np.ones(3))
     with pytest.raises(ValueError, match="both be"):
-        confidence.coverage(a, np.zeros((3, 1, 1)), 1.0)
+        sets.coverage(a, np.zeros((3, 1, 1)), 1.0)
 
 
 @pytest.mark.erratum(4)
@@ -45,14 +46,14 @@ def test_theory_threshold_falls_like_the_squared_error():
             e.append(np.mean(np.sum((est.delta - truth.delta) ** 2, axis=(1, 2))))
         errs.append(np.mean(e))
     slope_err = np.polyfit(np.log(nps), np.log(errs), 1)[0]
-    thr = [confidence.theory_radius(8, Np, 0.2, 0.0, 4, 2, 1) for Np in nps]
+    thr = [sets.theory_radius(8, Np, 0.2, 0.0, 4, 2, 1) for Np in nps]
     slope_thr = np.polyfit(np.log(nps), np.log(thr), 1)[0]
     assert abs(slope_err + 1) < 0.2, slope_err
     assert abs(slope_thr - slope_err) < 0.25, (slope_thr, slope_err)
     radius = zeta_theory(8, 200, 0.2, 0.0, 4, 2, 1, c=3.0)  # c multiplies the radius
-    assert confidence.theory_radius(8, 200, 0.2, 0.0, 4, 2, 1, c=3.0) == pytest.approx(radius**2)
+    assert sets.theory_radius(8, 200, 0.2, 0.0, 4, 2, 1, c=3.0) == pytest.approx(radius**2)
     with pytest.raises(ValueError, match="c must be positive"):
-        confidence.theory_radius(8, 200, 0.2, 0.0, 4, 2, 1, c=0.0)
+        sets.theory_radius(8, 200, 0.2, 0.0, 4, 2, 1, c=0.0)
 
 
 def _setup(seed, Np=300, N=8, d1=4, d2=2, k=1):
@@ -68,10 +69,10 @@ def _setup(seed, Np=300, N=8, d1=4, d2=2, k=1):
 def test_calibrated_radius_shape_and_cap(method):
     truth, data, k = _setup(0)
     est = estimators.fit(method, data, k, 1.0)
-    z = confidence.calibrated_radius(method, est, data, k, 1.0)
+    z = sets.calibrated_radius(method, est, data, k, 1.0)
     assert z.shape == (truth.N,)
     assert np.all(z > 0) and np.all(z <= 4.0)
-    z_loose = confidence.calibrated_radius(method, est, data, k, 1.0, delta=0.5)
+    z_loose = sets.calibrated_radius(method, est, data, k, 1.0, delta=0.5)
     assert np.all(z_loose <= z + 1e-12)  # lower level, smaller radius
 
 
@@ -79,11 +80,11 @@ def test_calibrated_radius_bad_input():
     truth, data, k = _setup(1, Np=50)
     est = estimators.fit("full", data, k, 1.0)
     with pytest.raises(ValueError, match="unknown method"):
-        confidence.calibrated_radius("lora", est, data, k, 1.0)
+        sets.calibrated_radius("lora", est, data, k, 1.0)
     with pytest.raises(ValueError, match="delta"):
-        confidence.calibrated_radius("full", est, data, k, 1.0, delta=1.5)
+        sets.calibrated_radius("full", est, data, k, 1.0, delta=1.5)
     with pytest.raises(ValueError, match="init must have shape"):
-        confidence.calibrated_radius("full", est, data, k, 1.0, init=np.zeros((2, 2)))
+        sets.calibrated_radius("full", est, data, k, 1.0, init=np.zeros((2, 2)))
 
 
 def test_full_radius_covers_at_large_np():
@@ -92,8 +93,8 @@ def test_full_radius_covers_at_large_np():
     for seed in range(3):
         truth, data, k = _setup(seed, Np=400, N=10)
         est = estimators.fit("full", data, k, 1.0)
-        z = confidence.calibrated_radius("full", est, data, k, 1.0, delta=0.1)
-        covs.append(confidence.coverage(truth.delta, est.delta, z))
+        z = sets.calibrated_radius("full", est, data, k, 1.0, delta=0.1)
+        covs.append(sets.coverage(truth.delta, est.delta, z))
     assert np.mean(covs) >= 0.75
 
 
@@ -105,8 +106,8 @@ def test_calibrated_coverage_over_seeds(method, floor):
     for seed in range(20):
         truth, data, k = _setup(100 + seed, Np=200, N=10)
         est = estimators.fit(method, data, k, 1.0)
-        z = confidence.calibrated_radius(method, est, data, k, 1.0, delta=0.1)
-        covs.append(confidence.coverage(truth.delta, est.delta, z))
+        z = sets.calibrated_radius(method, est, data, k, 1.0, delta=0.1)
+        covs.append(sets.coverage(truth.delta, est.delta, z))
     assert np.mean(covs) >= floor, f"{method}: coverage {np.mean(covs):.3f}"
 
 
@@ -117,15 +118,15 @@ def test_sigma_d_set_is_the_data_moment_with_a_monte_carlo_quantile(method):
     # Monte Carlo quantile of draws from error_covariance (Satterthwaite is approximate: 15%).
     truth, data, k = _setup(0, Np=300, N=6)
     est = estimators.fit(method, data, k, 1.0)
-    metric, beta = confidence.sigma_d_ellipsoid(method, est, data, k, 1.0, delta=0.1)
-    _, cov = confidence.error_covariance(method, est, data, k, 1.0)
+    metric, beta = sets.sigma_d_ellipsoid(method, est, data, k, 1.0, delta=0.1)
+    _, cov = sets.error_covariance(method, est, data, k, 1.0)
     x = data.diff.reshape(len(data.o), -1)
     D = x.shape[1]
     rng = np.random.default_rng(0)
     for i in range(6):
         rows = range(len(x)) if method == "global" else np.flatnonzero(data.user == i)
         mom = sum(np.outer(x[j], x[j]) for j in rows) / len(rows)
-        lam = confidence.SIGMA_D_RIDGE * np.trace(mom) / D
+        lam = sets.SIGMA_D_RIDGE * np.trace(mom) / D
         np.testing.assert_allclose(metric[i], mom + lam * np.eye(D), rtol=1e-10, atol=1e-12)
         w, v = np.linalg.eigh(cov[i])
         e = rng.normal(size=(40000, D)) * np.sqrt(np.clip(w, 0, 4.0)) @ v.T
@@ -139,15 +140,15 @@ def test_sigma_d_set_covers(method):
     for seed in range(3):
         truth, data, k = _setup(seed, Np=400, N=10)
         est = estimators.fit(method, data, k, 1.0)
-        metric, beta = confidence.sigma_d_ellipsoid(method, est, data, k, 1.0, delta=0.1)
+        metric, beta = sets.sigma_d_ellipsoid(method, est, data, k, 1.0, delta=0.1)
         assert metric.shape == (10, 8, 8) and np.all(np.linalg.eigvalsh(metric) > 0)
         e = (truth.delta - est.delta).reshape(10, -1)
         by_hand = np.mean(np.einsum("nd,nde,ne->n", e, metric, e) <= beta)
-        covs.append(confidence.coverage(truth.delta, est.delta, beta, metric))
+        covs.append(sets.coverage(truth.delta, est.delta, beta, metric))
         assert covs[-1] == by_hand
     assert np.mean(covs) >= 0.85
     with pytest.raises(ValueError, match="unknown method"):
-        confidence.sigma_d_ellipsoid("lora", est, data, k, 1.0)
+        sets.sigma_d_ellipsoid("lora", est, data, k, 1.0)
 
 
 def test_sigma_d_beta_is_capped_by_the_ball():
@@ -155,16 +156,16 @@ def test_sigma_d_beta_is_capped_by_the_ball():
     # error lies in the 2B-ball, so beta never exceeds lambda_max(M) (2B)^2.
     truth, data, k = _setup(1, Np=3, N=4)
     est = estimators.fit("full", data, k, 1.0)
-    metric, beta = confidence.sigma_d_ellipsoid("full", est, data, k, 1.0)
+    metric, beta = sets.sigma_d_ellipsoid("full", est, data, k, 1.0)
     assert np.all(beta <= np.linalg.eigvalsh(metric)[:, -1] * 4.0 * (1 + 1e-12))
-    assert confidence.coverage(truth.delta, est.delta, beta, metric) == 1.0
+    assert sets.coverage(truth.delta, est.delta, beta, metric) == 1.0
 
 
 def test_fisher_information_matches_a_direct_sum():
     from scipy.special import expit
 
-    from sim.confidence import fisher_information
-    from sim.data import PreferenceData
+    from sim.confidence.sets import fisher_information
+    from sim.model.data import PreferenceData
 
     rng = np.random.default_rng(7)
     user = rng.integers(0, 3, size=40)
@@ -181,11 +182,11 @@ def test_fisher_information_matches_a_direct_sum():
         np.testing.assert_allclose(info[i], direct, rtol=1e-12, atol=1e-12)
 
 
-# ---------------------------------------------------------------- parametric bootstrap (sim/bootstrap.py)
+# ---------------------------------------------------------------- parametric bootstrap (sim/confidence/bootstrap.py)
 
 
 def test_radius_from_errors_is_the_conformal_order_statistic():
-    from sim.bootstrap import radius_from_errors
+    from sim.confidence.bootstrap import radius_from_errors
 
     errs = np.arange(1.0, 21.0)[:, None] * np.array([[0.01, 0.1]])  # 20 replicates, 2 users
     # rank ceil(21 * 0.9) = 19: the 19th smallest of each column
@@ -196,7 +197,7 @@ def test_radius_from_errors_is_the_conformal_order_statistic():
 
 
 def test_debiased_world_matches_the_energy_moment():
-    from sim.bootstrap import debiased_world
+    from sim.confidence.bootstrap import debiased_world
 
     hat = np.zeros((3, 2, 1))
     hat[0, 0, 0], hat[1, 1, 0] = 2.0, 0.5  # energies 4, 0.25, 0
@@ -207,7 +208,7 @@ def test_debiased_world_matches_the_energy_moment():
 
 
 def _boot_radius(seed, Np, method="shared", n_boot=20, debias=True, **kw):
-    from sim.bootstrap import bootstrap_radius
+    from sim.confidence.bootstrap import bootstrap_radius
 
     truth, data, k = _setup(seed, Np=Np, N=6, **kw)
     est = estimators.fit(method, data, k, 1.0)
@@ -223,7 +224,7 @@ def test_bootstrap_radius_is_deterministic_and_seeded():
     _, _, z_max = _boot_radius(3, 100, n_boot=9)
     _, _, z_plain = _boot_radius(3, 100, n_boot=9, debias=False)
     assert np.all(z_plain < 4.0) and np.all(z_max >= z_plain)
-    from sim.bootstrap import bootstrap_errors
+    from sim.confidence.bootstrap import bootstrap_errors
 
     truth, data, k = _setup(3, Np=100, N=6)
     est = estimators.fit("full", data, k, 1.0)
@@ -245,7 +246,7 @@ def test_bootstrap_radius_shrinks_like_one_over_np():
 
 
 def test_bootstrap_radius_bad_input():
-    from sim.bootstrap import bootstrap_errors, bootstrap_radius, radius_from_errors
+    from sim.confidence.bootstrap import bootstrap_errors, bootstrap_radius, radius_from_errors
 
     truth, data, k = _setup(1, Np=30, N=4)
     est = estimators.fit("full", data, k, 1.0)
@@ -264,15 +265,15 @@ def test_bootstrap_radius_bad_input():
 
 
 def test_pipeline_bootstrap_radius_matches_the_function():
-    from sim import bootstrap
-    from sim.config import SimConfig
-    from sim.pipeline import _radius, build_instance
+    from sim.confidence import bootstrap
+    from sim.experiments.pipeline import build_instance, radius
+    from sim.model.config import SimConfig
 
     cfg = SimConfig(N=4, d1=4, d2=1, k=1, S=4, A=3, H=3, Np=40, n_test=10, radius="bootstrap",
                     n_boot=3)
     _, truth, _, train, _ = build_instance(cfg, 5)
     est = estimators.fit("shared", train, 1, 1.0, init=truth.init)
-    z = _radius(cfg, "shared", est, train, truth, 5)
+    z = radius(cfg, "shared", est, train, truth, 5)
     direct = bootstrap.bootstrap_radius("shared", est, train, 1, 1.0, n_boot=3, init=truth.init,
                                         seed=bootstrap.boot_seed(5, "shared"))
     np.testing.assert_array_equal(z, direct)
@@ -287,14 +288,14 @@ def test_bootstrap_coverage_over_seeds(method):
     covs = []
     for seed in range(20):
         truth, est, z = _boot_radius(200 + seed, 200, method=method, n_boot=20)
-        covs.append(confidence.coverage(truth.delta, est.delta, z))
+        covs.append(sets.coverage(truth.delta, est.delta, z))
     assert np.mean(covs) >= 0.85, f"{method}: coverage {np.mean(covs):.3f}"
 
 
 def test_coverage_cli(tmp_path, capsys):
     import pandas as pd
 
-    from sim import coverage
+    from sim.experiments import coverage
 
     assert coverage.main(["--settings", "100:bad", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -316,7 +317,7 @@ def test_coverage_cli(tmp_path, capsys):
 def test_underdetermined_users_get_the_cap():
     # n <= p feature differences are linearly independent: every labelling is separable, the
     # ball fixes the estimate, and the bootstrap radius is the (2B)^2 cap for those users.
-    from sim.bootstrap import bootstrap_radius, underdetermined
+    from sim.confidence.bootstrap import bootstrap_radius, underdetermined
 
     truth, data, k = _setup(4, Np=8, N=4)  # d1 * d2 = 8 parameters per user
     x = data.diff.reshape(-1, 8)
@@ -328,7 +329,7 @@ def test_underdetermined_users_get_the_cap():
     est = estimators.fit("full", data, k, 1.0)
     np.testing.assert_array_equal(bootstrap_radius("full", est, data, k, 1.0), np.full(4, 4.0))
     # a user with more comparisons than parameters gets a bootstrap radius below the cap
-    from sim.data import PreferenceData
+    from sim.model.data import PreferenceData
 
     more = _setup(4, Np=40, N=4)[1]  # same seed: same truth and MDP, 40 comparisons each
     keep = (more.user != 0) & (np.arange(more.user.size) % 5 == 0) | (more.user == 0)

@@ -1,4 +1,4 @@
-"""Tests of sim/estimators.py and sim/lowrank.py: the MLEs of Eq. 3.5 over S, S^LoRA and
+"""Tests of sim/estimation/estimators.py and sim/estimation/lowrank.py: the MLEs of Eq. 3.5 over S, S^LoRA and
 S^ShareLoRA (Eq. 3.1, 3.3, 3.4), the global and nuclear-norm references, and their statistical
 behaviour."""
 
@@ -6,8 +6,7 @@ import cvxpy as cp
 import numpy as np
 import pytest
 
-from sim.data import PreferenceData, behaviour_policy, make_preferences
-from sim.estimators import (
+from sim.estimation.estimators import (
     METHODS,
     _layout,
     _LowRank,
@@ -15,9 +14,11 @@ from sim.estimators import (
     negative_log_likelihood,
     nll_gradient,
 )
-from sim.lowrank import _lbfgs, _newton, random_bases
-from sim.mdp import random_mdp
-from sim.truth import make_ground_truth
+from sim.estimation.lowrank import _lbfgs, _newton
+from sim.estimation.multistart import random_bases
+from sim.model.data import PreferenceData, behaviour_policy, make_preferences
+from sim.model.mdp import random_mdp
+from sim.model.truth import make_ground_truth
 from theory.diversity import aggregate, best_rank_k, principal_angle_distance
 
 
@@ -295,7 +296,7 @@ def test_stalled_fits_are_not_converged():
 
 def test_prediction_error_by_hand():
     """pred_err = (1/N) sum_i mean_j <x_j, e_i>^2 (Sigma_hat_i the second moment)."""
-    from sim.pipeline import prediction_error, warn_unconverged
+    from sim.experiments.pipeline import prediction_error, warn_unconverged
 
     x0 = np.array([[[1.0], [0.0]], [[0.0], [2.0]], [[1.0], [1.0]]])
     data = PreferenceData(np.array([0, 0, 1]), x0, np.zeros_like(x0), np.array([1, 0, 1]), 2)
@@ -418,3 +419,16 @@ def test_demo_smoke_and_bad_arguments():
     bad = subprocess.run([sys.executable, "-m", "sim.demo", "--Np", "0"], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_demo_fits_the_oracle_with_b_diamond():
+    # The demo's default methods include ``oracle``, which needs B-diamond; the demo used to
+    # call fit without it (exit 2 on every default run). Through the pipeline's fit_method the
+    # oracle is given the truth's best rank-k column space, so its dist is 0, and it reaches
+    # the truth's nu exactly (the instance is feasible and drawn as configured).
+    from sim.experiments import demo
+
+    head, oracle, glob = demo.run(1, 20, 8, ["oracle", "global"])
+    assert head["nu"] == pytest.approx(demo.NU) and head["tail"] == pytest.approx(demo.TAIL)
+    assert oracle["method"] == "oracle" and oracle["dist"] == pytest.approx(0.0, abs=1e-10)
+    assert np.isnan(glob["dist"]) and oracle["converged"]

@@ -1,4 +1,4 @@
-"""Tests of sim/faces.py (the experimental "face" solver of Eq. 3.7): its successor features
+"""Tests of sim/policy/faces.py (the experimental "face" solver of Eq. 3.7): its successor features
 against occupancy measures, its answers against the cvxpy/Clarabel SOCP (a different
 algorithm) for the ball and ellipsoids, degenerate radii, and an independent certificate."""
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim import faces
-from sim.mdp import backward_induction, occupancy, random_mdp
-from sim.policy import PessimisticSolver
+from sim.model.mdp import backward_induction, occupancy, random_mdp
+from sim.policy import faces
+from sim.policy.solver import PessimisticSolver
 
 
 def _instance(seed, S=5, A=3, H=4, d1=4, d2=2):
@@ -101,7 +101,7 @@ def test_face_rounds_certify_without_the_lp_fallback(seed):
     socp = PessimisticSolver(mdp, mu, "socp")
     sz = 0.5
     out = faces.solve(mdp.P.reshape(mdp.H, -1, mdp.S), mdp.rho,
-                      mdp.phi.reshape(mdp.S, mdp.A, -1), socp._ref_feat, th.reshape(-1), sz,
+                      mdp.phi.reshape(mdp.S, mdp.A, -1), socp.problem().ref_feat, th.reshape(-1), sz,
                       1e-9)
     assert out is not None
     d, lb, ub, n_dp, rounds = out
@@ -112,8 +112,8 @@ def test_face_rounds_certify_without_the_lp_fallback(seed):
 
 def test_config_accepts_face_and_the_pipeline_agrees_with_lp():
     # The same run with policy_solver = face and = lp: every result within the certificate.
-    from sim.config import SimConfig
-    from sim.pipeline import run_instance
+    from sim.experiments.pipeline import run_instance
+    from sim.model.config import SimConfig
 
     with pytest.raises(ValueError, match="'face'"):
         SimConfig(policy_solver="simplex")

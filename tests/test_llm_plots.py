@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
+from figures.inputs import METRICS_COLUMNS  # noqa: E402
 from figures.llm_plots import make_llm_figures, read_llm_metrics  # noqa: E402
-from llm.evaluate import METRICS_COLUMNS  # noqa: E402
 
 pytestmark = pytest.mark.llm
 

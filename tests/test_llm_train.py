@@ -15,8 +15,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 pytest.importorskip("accelerate")
 
+from figures.inputs import METRICS_COLUMNS  # noqa: E402
 from llm.config import METHODS, TrainConfig  # noqa: E402
-from llm.evaluate import METRICS_COLUMNS  # noqa: E402
 from llm.train import STOP_ENV, plan_phases, run  # noqa: E402
 
 pytestmark = [pytest.mark.llm, pytest.mark.usefixtures("torch_one_thread")]
@@ -163,8 +163,8 @@ def test_non_finite_training_stops_before_metrics(tiny, tmp_path, capsys):
 
 
 def test_time_based_checkpoint_is_verified_on_resume(tiny, tmp_path, monkeypatch):
+    from figures.cli import CliError
     from llm.preflight import check_output
-    from sim.cli import CliError
 
     timed = _cfg(tiny, tmp_path / "timed", "global", max_steps=2, checkpoint_minutes=1e-9)
     run(timed, progress=False)  # no step-based checkpoints: only the clock wrote one

@@ -1,4 +1,4 @@
-"""Tests of sim/logistic.py: the exact ball trust-region solver and ball-constrained Newton
+"""Tests of sim/estimation/logistic.py: the exact ball trust-region solver and ball-constrained Newton
 (the Eq. 3.1 ball), against cvxpy/Clarabel and by property tests."""
 
 import cvxpy as cp
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.logistic import ball_logistic, logistic_loss, pad_index, trs_ball
+from sim.estimation.logistic import ball_logistic, logistic_loss, pad_index, trs_ball
 
 
 def _cvxpy_ball_logistic(A, c, o, R):

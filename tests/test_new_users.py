@@ -15,12 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.config import SimConfig
-from sim.data import PreferenceData, make_preferences
-from sim.mdp import random_mdp
-from sim.new_users import fit_frozen, make_new_users
-from sim.pipeline import run_instance
-from sim.truth import make_ground_truth
+from sim.experiments.new_users import fit_frozen, make_new_users
+from sim.experiments.pipeline import run_instance
+from sim.model.config import SimConfig
+from sim.model.data import PreferenceData, make_preferences
+from sim.model.mdp import random_mdp
+from sim.model.truth import make_ground_truth
 from theory import diversity, new_user
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +97,7 @@ def test_new_users_share_the_column_space_and_the_energies(tail):
     np.testing.assert_allclose(np.sum(head**2, axis=(1, 2)), k * nu, rtol=1e-10)
     np.testing.assert_allclose(np.sum((new.delta - head) ** 2, axis=(1, 2)), tail / N,
                                rtol=1e-10, atol=1e-14)
-    # the training users have the same average energies (sim/truth.py)
+    # the training users have the same average energies (sim/model/truth.py)
     train_head = b @ (b.T @ truth.delta)
     assert np.isclose(np.mean(np.sum(train_head**2, axis=(1, 2))), k * nu)
     assert np.all(np.linalg.norm(new.delta, axis=(1, 2)) <= 1.0)

@@ -1,4 +1,4 @@
-"""Result files are validated when read back (sim/parts.py, docs/formats.md): a damaged part
+"""Result files are validated when read back (sim/files.py, docs/formats.md): a damaged part
 of a sweep -- truncated, a row dropped, empty, binary, its marker missing or garbage -- is
 reported in one line and recomputed, never merged; markers record rows, columns, checksum."""
 
@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import sim.sweep as sweep
-from sim import parts
+import sim.experiments.sweep as sweep
+from figures import files
 
 TINY = ["--set", "N=4", "--set", "d1=4", "--set", "d2=1", "--set", "k=1", "--set", "S=4",
         "--set", "A=3", "--set", "H=3", "--set", "n_test=20", "--jobs", "1"]
@@ -50,8 +50,8 @@ DAMAGE = {
     "row-dropped": _drop_row,
     "empty": lambda p: p.write_bytes(b""),
     "binary": lambda p: p.write_bytes(bytes(range(256))),
-    "marker-missing": lambda p: parts.marker_path(p).unlink(),
-    "marker-garbage": lambda p: parts.marker_path(p).write_text("{"),
+    "marker-missing": lambda p: files.marker_path(p).unlink(),
+    "marker-garbage": lambda p: files.marker_path(p).write_text("{"),
 }
 
 
@@ -79,17 +79,17 @@ def test_read_parts_refuses_a_part_damaged_after_the_check(finished_sweep, tmp_p
     out = tmp_path / "s"
     shutil.copytree(finished_sweep, out)
     _drop_row(sorted((out / "parts").glob("*.csv"))[0])
-    with pytest.raises(parts.ResultError, match="changed or truncated"):
+    with pytest.raises(files.ResultError, match="changed or truncated"):
         sweep.assemble(out, [40, 80, 160], [0, 1], ["shared", "full"])
 
 
 def test_marker_records_rows_columns_and_checksum(tmp_path):
     df = pd.DataFrame({"a": np.arange(5), "b": np.linspace(0, 1, 5)})
-    path = parts.write_csv_atomic(df, tmp_path / "x.csv")
-    marker = json.loads(parts.marker_path(path).read_text())
+    path = files.write_csv_atomic(df, tmp_path / "x.csv")
+    marker = json.loads(files.marker_path(path).read_text())
     assert marker["rows"] == 5 and marker["columns"] == ["a", "b"]
-    pd.testing.assert_frame_equal(parts.read_csv_checked(path, ["a", "b"], rows=5), df)
-    with pytest.raises(parts.ResultError, match="expected 6"):
-        parts.read_csv_checked(path, rows=6)
-    with pytest.raises(parts.ResultError, match="lacks column"):
-        parts.read_csv_checked(path, ["c"])
+    pd.testing.assert_frame_equal(files.read_csv_checked(path, ["a", "b"], rows=5), df)
+    with pytest.raises(files.ResultError, match="expected 6"):
+        files.read_csv_checked(path, rows=6)
+    with pytest.raises(files.ResultError, match="lacks column"):
+        files.read_csv_checked(path, ["c"])

@@ -1,4 +1,4 @@
-"""Tests of sim/policy.py: the pessimistic policy of Eq. 3.7 (LP path vs SOCP vs backward
+"""Tests of sim/policy/solver.py: the pessimistic policy of Eq. 3.7 (LP path vs SOCP vs backward
 induction vs HiGHS), exact policy evaluation and input validation."""
 
 from __future__ import annotations
@@ -8,14 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.mdp import TabularMDP, occupancy, random_mdp, value
-from sim.policy import (
-    PessimisticSolver,
-    extract_policy,
-    pessimistic_objective,
-    value_gap,
-    vanilla_policy,
-)
+from sim.model.mdp import TabularMDP, occupancy, random_mdp, value
+from sim.policy.exact import extract_policy, pessimistic_objective, value_gap, vanilla_policy
+from sim.policy.solver import PessimisticSolver
 
 
 def _instance(seed, S=5, A=3, H=4, d1=3, d2=2, ref="uniform"):
@@ -144,18 +139,19 @@ def test_pricing_lp_by_backward_induction_matches_highs(solvers):
     # solver (HiGHS through scipy) on the explicit flow-constrained LP must give the same value.
     from scipy.optimize import linprog
 
-    from sim.policy import _flow_constraints
+    from sim.policy.exact import flow_constraints
 
     mdp, mu, lp, _ = solvers
-    flow, rhs = _flow_constraints(mdp)
+    flow, rhs = flow_constraints(mdp)
+    prob = lp.problem()
     rng = np.random.default_rng(6)
     for _ in range(5):
         theta_c = rng.normal(size=mdp.d1 * mdp.d2)
-        pi, bound = lp._dual_bound(theta_c)
-        reward = np.tile(lp._phi @ theta_c, mdp.H)
+        pi, bound = prob.dual_bound(theta_c)
+        reward = np.tile(prob.phi @ theta_c, mdp.H)
         res = linprog(-reward, A_eq=flow, b_eq=rhs, bounds=(0, None), method="highs")
         assert res.status == 0
-        assert bound == pytest.approx(-res.fun - lp._ref_feat @ theta_c, rel=1e-9, abs=1e-10)
+        assert bound == pytest.approx(-res.fun - prob.ref_feat @ theta_c, rel=1e-9, abs=1e-10)
         d = occupancy(mdp, pi).reshape(-1)
         np.testing.assert_allclose(flow @ d, rhs, atol=1e-12)  # the vertex is feasible
 
@@ -163,8 +159,8 @@ def test_pricing_lp_by_backward_induction_matches_highs(solvers):
 def test_master_step_is_the_affine_hull_optimum():
     # On the segment between two points v1, v2 (D = 2) the master must find the maximiser of
     # (*) on the segment; compare with a dense grid search.
-    from sim.simplicial import master_step as _master
-    from sim.simplicial import objective as _f
+    from sim.policy.master import master_step as _master
+    from sim.policy.master import objective as _f
 
     rng = np.random.default_rng(8)
     for _ in range(20):
@@ -181,7 +177,9 @@ def test_failed_lp_raises(solvers, monkeypatch):
     # A pricing LP that returns garbage must raise, never yield a silently wrong policy.
     mdp, mu, _, _ = solvers
     lp = PessimisticSolver(mdp, mu, "lp")
-    monkeypatch.setattr(lp, "_dual_bound", lambda theta_c: (vanilla_policy(mdp, np.ones(
+    from sim.policy.certificate import Problem
+
+    monkeypatch.setattr(Problem, "dual_bound", lambda self, theta_c: (vanilla_policy(mdp, np.ones(
         (mdp.d1, mdp.d2))), float("nan")))
     with pytest.raises(RuntimeError, match="pricing LP value nan"):
         lp.solve(np.ones((mdp.d1, mdp.d2)), 0.3)

@@ -1,5 +1,5 @@
 """README's generated result blocks equal what `python -m figures.results` renders from
-docs/results, and every committed slopes.csv is what sim.analysis computes from the committed
+docs/results, and every committed slopes.csv is what sim.experiments.analysis computes from the committed
 runs (runs.csv.gz): the README tables cannot drift from the files behind them."""
 
 import json
@@ -10,16 +10,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from figures import results
-from sim.analysis import compute_slopes
+from figures import results, tables
+from sim.experiments.analysis import compute_slopes
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "results"
 
 
 def test_readme_blocks_equal_the_rendered_files():
-    rendered = results.render_blocks(DOCS)
-    in_readme = results.readme_blocks((ROOT / "README.md").read_text())
+    rendered = tables.render_blocks(DOCS)
+    in_readme = tables.readme_blocks((ROOT / "README.md").read_text())
     assert set(in_readme) == set(rendered), (sorted(in_readme), sorted(rendered))
     for key, body in rendered.items():
         assert in_readme[key] == body.strip(), f"README block {key!r} differs from docs/results"
@@ -65,14 +65,14 @@ def _fake_docs(tmp_path, extra_method=False):
 
 
 def test_table_marks_constant_dependent_rows_and_shows_new_methods_and_columns(tmp_path):
-    table = results.slopes_block(_fake_docs(tmp_path, extra_method=True)).splitlines()
+    table = tables.slopes_block(_fake_docs(tmp_path, extra_method=True)).splitlines()
     assert table[0].endswith("| pred_err_ratio |")
     assert "| agrees |" in table[2] and "shallower †" in table[3] and "(−0.50 … 0.00)" in table[3]
     assert "| oracle |" in table[4] and "1.234" in table[4]
     readme = tmp_path / "README.md"
     readme.write_text("x\n<!-- results:slopes -->\nold\n<!-- /results:slopes -->\ny\n")
-    results.write_readme(readme, tmp_path / "docs")
-    assert results.readme_blocks(readme.read_text())["slopes"] == "\n".join(table)
+    tables.write_readme(readme, tmp_path / "docs")
+    assert tables.readme_blocks(readme.read_text())["slopes"] == "\n".join(table)
 
 
 def test_bad_subset_exits_2_with_one_line():

@@ -1,12 +1,12 @@
-"""Tests of sim/mdp.py, sim/truth.py and sim/data.py: exact cases, feasibility, BT labels."""
+"""Tests of sim/model/mdp.py, sim/model/truth.py and sim/model/data.py: exact cases, feasibility, BT labels."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim import data as simdata
-from sim.mdp import (
+from sim.model import data as simdata
+from sim.model.mdp import (
     TabularMDP,
     backward_induction,
     occupancy,
@@ -14,7 +14,7 @@ from sim.mdp import (
     sample_trajectories,
     value,
 )
-from sim.truth import balance_rows, make_ground_truth
+from sim.model.truth import balance_rows, make_ground_truth
 from theory import diversity
 
 
@@ -150,7 +150,7 @@ def test_poor_behaviour_avoids_the_mean_optimum():
 # ------------------------------------------------------------------ coverage traps, mu_{i,ref}
 def test_trap_bandit_by_hand():
     # H = S = d2 = 1: an A-armed bandit whose arm a earns feature_scale * theta[a, 0].
-    from sim.mdp import trap_mdp
+    from sim.model.mdp import trap_mdp
 
     mdp = trap_mdp(1, 5, 1, 5, 1, np.random.default_rng(0), feature_scale=2.0)
     theta = np.arange(5.0)[:, None]
@@ -162,7 +162,7 @@ def test_trap_bandit_by_hand():
 def test_trap_value_by_state_groups():
     # J(pi) = sum_h sum_s d_h(s) sum_a pi_h(a|s) scale/sqrt(H) theta[a, s mod d2], by an
     # explicit forward pass (not via occupancy measures or features).
-    from sim.mdp import trap_behaviour, trap_mdp
+    from sim.model.mdp import trap_behaviour, trap_mdp
 
     rng = np.random.default_rng(3)
     S, A, H, d2 = 5, 4, 3, 2
@@ -191,7 +191,7 @@ def test_trap_value_by_state_groups():
     (dict(confidence_set="fisher"), "confidence_set must be"),
 ])
 def test_trap_and_reference_config_validation(kwargs, message):
-    from sim.config import SimConfig
+    from sim.model.config import SimConfig
 
     with pytest.raises(ValueError, match=message):
         SimConfig(**kwargs)
@@ -200,9 +200,9 @@ def test_trap_and_reference_config_validation(kwargs, message):
 def test_trap_instance_is_a_coverage_trap():
     # build_instance: known base reward on the good rows, behaviour mass rare_mass on the rest,
     # and the data visit the rare actions at that rate.
-    from sim.config import SimConfig
-    from sim.mdp import TRAP_GOOD
-    from sim.pipeline import build_instance
+    from sim.experiments.pipeline import build_instance
+    from sim.model.config import SimConfig
+    from sim.model.mdp import TRAP_GOOD
 
     cfg = SimConfig(instance="trap", A=12, rare_mass=0.05, trap_margin=0.3, Np=200, N=4)
     mdp, truth, mu, train, _ = build_instance(cfg, 0)
@@ -243,8 +243,8 @@ def test_empirical_reference_policy_by_hand_and_recovery():
 
 def test_pipeline_trap_with_sigma_d_and_per_user_references():
     # Smoke of the full path: the runs.csv row carries the new fields, the certified gap holds.
-    from sim.config import SimConfig
-    from sim.pipeline import run_instance
+    from sim.experiments.pipeline import run_instance
+    from sim.model.config import SimConfig
 
     cfg = SimConfig(instance="trap", A=12, N=4, Np=60, S=4, H=2, confidence_set="sigma_d",
                     ref_policy="empirical")

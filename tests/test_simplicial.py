@@ -1,4 +1,4 @@
-"""Tests of sim/simplicial.py, the restricted master of the LP path for Eq. 3.7: ascent,
+"""Tests of sim/policy/master.py, the restricted master of the LP path for Eq. 3.7: ascent,
 feasibility, affine-hull optimality and the tip's Moreau certificate."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.simplicial import caratheodory, master_step, objective, tip_step
+from sim.policy.master import caratheodory, master_step, objective, tip_step
 
 
 @settings(max_examples=60, deadline=None)

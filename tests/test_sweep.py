@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sim.analysis import verdict
+from sim.experiments.analysis import verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--set", "N=4", "--set", "d1=4", "--set", "d2=1", "--set", "k=1", "--set", "S=4",
@@ -103,7 +103,7 @@ def test_algorithm1_demo_prints_every_method():
 def test_algorithm1_study_writes_tidy_csvs(tmp_path):
     import pandas as pd
 
-    from sim.data import BEHAVIOURS
+    from sim.model.data import BEHAVIOURS
 
     r = subprocess.run([sys.executable, "-m", "sim.algorithm1", "--study", "--seeds", "2",
                         "--Np", "20", "--out", str(tmp_path)],
@@ -135,8 +135,8 @@ def test_algorithm1_study_writes_tidy_csvs(tmp_path):
 def test_theory_radius_run_is_the_square_of_eq_b1(tmp_path):
     import numpy as np
 
-    from sim.config import SimConfig
-    from sim.pipeline import run_instance
+    from sim.experiments.pipeline import run_instance
+    from sim.model.config import SimConfig
 
     cfg = SimConfig(N=4, d1=4, d2=1, k=1, S=4, A=3, H=3, n_test=10, tail=0.05, radius="theory",
                     zeta_c=0.5)

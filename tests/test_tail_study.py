@@ -1,4 +1,4 @@
-"""sim.tail_study can tell the two placements of Sigma_tail apart (Theorem 4.1 vs B.1): on data
+"""sim.experiments.tail_study can tell the two placements of Sigma_tail apart (Theorem 4.1 vs B.1): on data
 generated from either form (with seed noise) it recovers that form's exponent and prefers it
 out of sample; the slope caps hold for any constants."""
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim import tail_study
+from sim.experiments import tail_study
 from theory import bounds
 
 ROW = pd.Series(dict(N=20, d1=12, d2=3, k=2, nu=0.1, delta=0.1, B=1.0, S=10, A=4, H=5,

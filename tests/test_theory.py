@@ -114,7 +114,7 @@ def test_dist_bound_slope_in_N_matches_closed_form():
     np.testing.assert_allclose(measured, closed + log_corr, atol=1e-6)
 
 
-DEFAULT = dict(N=20, d1=12, d2=3, k=2, nu=0.1, delta=0.1)  # sim.config.SimConfig's instance
+DEFAULT = dict(N=20, d1=12, d2=3, k=2, nu=0.1, delta=0.1)  # sim.model.config.SimConfig's instance
 
 
 def _b1_by_hand(N, Np, nu, tail, d1, d2, k, delta, min_bias=0.0):
@@ -200,7 +200,7 @@ def test_class_gap_bounds_use_each_class():
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**31), frac=st.floats(0.01, 0.8), nu=st.floats(0.02, 0.12))
 def test_class_biases_bound_the_classes_approximation_errors(seed, frac, nu):
-    from sim.truth import make_ground_truth
+    from sim.model.truth import make_ground_truth
 
     N, d1, d2, k = 10, 8, 3, 2
     tail = frac * (d1 - k) * nu * N  # keeps the spectral gap sigma_k > sigma_{k+1}

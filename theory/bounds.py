@@ -6,7 +6,7 @@ Corollary 4.1 (averaged value gap) and its analogue for the other estimator clas
 Remark 3 (sample complexities) and the confidence radius of Eq. B.1 / C.3. Notation: N users,
 Np comparisons per user, nu = sigma_k^2 / N, tail = Sigma_tail, delta the failure probability.
 Every additive term of a bound has its own constant (c_bracket, c_personal, c_tail, c_bias;
-default 1) so that sim/analysis.py can tell whether a predicted slope depends on them. See
+default 1) so that sim/experiments/analysis.py can tell whether a predicted slope depends on them. See
 theory/README.md for the typos resolved here (errata 2, 3, 4, 7, 12, 13).
 """
 
@@ -139,7 +139,7 @@ def zeta_theory(N, Np, nu, tail, d1, d2, k, min_bias=0.0, delta=0.1, c=1.0, c_br
     <= zeta, and the sqrt of summed squared-error terms has the units of a distance; it falls
     like Np^(-1/2) without tail and bias. The set of Eq. 3.6, written with the squared
     distance, is therefore {||DeltaTheta_i - DeltaTheta_hat_i||_F^2 <= zeta^2}
-    (sim.confidence.theory_radius returns that zeta^2).
+    (sim.confidence.sets.theory_radius returns that zeta^2).
     """
     return c * np.sqrt(_gap_terms(N, Np, nu, tail, d1, d2, k, delta, c_bracket) + min_bias)
 

@@ -13,7 +13,7 @@ k (d1 + d2 - k) for S^LoRA of Eq. 3.3). c_est (curvature of the BTL likelihood a
 conditioning of the feature covariance) and c_rep (>= 1; the ratio of the Fisher information
 across span B_hat and its complement) are unknown; every function takes them as arguments.
 The representation term's ``/ k`` assumes a new user's head W_new is isotropic (E W W^T =
-||W||_F^2 / k I_k, as the simulator draws it, sim/new_users.py); the worst case drops it.
+||W||_F^2 / k I_k, as the simulator draws it, sim/experiments/new_users.py); the worst case drops it.
 Constant-free: the slope -1 of each estimation term, the lower bound c_rep = 1 of the floor
 (the frozen estimate lies in span B_hat, so its error is at least the part of DeltaTheta*_new
 outside span B_hat), and nothing else (the crossover scales with c_est / c_rep).
