@@ -1,4 +1,4 @@
-"""Tests of sim/sets.py: Eq. 3.6 radii (theory shape, Fisher-calibrated) and coverage."""
+"""Tests of sim/confidence/sets.py: Eq. 3.6 radii (theory shape, Fisher-calibrated) and coverage."""
 
 from __future__ import annotations
 

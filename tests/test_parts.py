@@ -1,4 +1,4 @@
-"""Result files are validated when read back (sim/files.py, docs/formats.md): a damaged part
+"""Result files are validated when read back (figures/files.py, docs/formats.md): a damaged part
 of a sweep -- truncated, a row dropped, empty, binary, its marker missing or garbage -- is
 reported in one line and recomputed, never merged; markers record rows, columns, checksum."""
 
