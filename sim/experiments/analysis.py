@@ -196,13 +196,15 @@ def write_analysis(runs: pd.DataFrame, vary: str, out: Path) -> pd.DataFrame:
     tmp = out / "slopes.csv.tmp"
     slopes.to_csv(tmp, index=False, float_format="%.6g")
     tmp.replace(out / "slopes.csv")
-    if vary == "Np_new":
-        from sim.experiments.new_user_analysis import comparison_table, crossover_table
+    extra = None
+    if vary == "Np_new":  # crossover.csv, comparison.csv; summary.md shows the same tables
+        from sim.experiments.new_user_analysis import tables
 
-        for name, table in (("crossover", crossover_table(runs)), ("comparison", comparison_table(runs))):
+        extra = tables(runs)
+        for name, table in extra.items():
             table.to_csv(out / f"{name}.csv.tmp", index=False, float_format="%.6g")
             (out / f"{name}.csv.tmp").replace(out / f"{name}.csv")
-    (out / "summary.md").write_text(summary_markdown(runs, slopes, vary))
+    (out / "summary.md").write_text(summary_markdown(runs, slopes, vary, extra))
     return slopes
 
 
@@ -215,7 +217,10 @@ def _md(df: pd.DataFrame, floatfmt=".4g") -> str:
     return "\n".join(lines)
 
 
-def summary_markdown(runs: pd.DataFrame, slopes: pd.DataFrame, vary: str) -> str:
+def summary_markdown(runs: pd.DataFrame, slopes: pd.DataFrame, vary: str,
+                     extra: dict | None = None) -> str:
+    """summary.md of a sweep; ``extra``: a Np_new sweep's new_user_analysis.tables (computed
+    here when None)."""
     seeds = runs["seed"].nunique()
     cols = ["dist", "est_err", "gap_pess", "gap_vanilla", "coverage", "acc_heldout"]
     if vary == "Np_new":
@@ -250,9 +255,9 @@ def summary_markdown(runs: pd.DataFrame, slopes: pd.DataFrame, vary: str) -> str
 
         parts += ["", "## Sample complexity (Remark 3)", "", remark3_markdown(runs)]
     if vary == "Np_new":
-        from sim.experiments.new_user_analysis import markdown
+        from sim.experiments.new_user_analysis import markdown, tables
 
-        parts += ["", markdown(runs, _md)]
+        parts += ["", markdown(extra if extra is not None else tables(runs))]
     if vary in ("Np", "N", "k", "d1"):
         parts += ["", "## Bracketing check (Proposition 1)", "",
                   "Median of est_err * N * Np / dim, dim = k(d1+N d2) (shared), N k(d1+d2) (local), "

@@ -11,15 +11,24 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import nnls
 
+from sim.experiments.analysis import (
+    CI,
+    CONSTANT_FACTORS,
+    CONSTANT_FREE_TOL,
+    N_BOOT,
+    _md,
+    loglog_slope,
+    slope_with_ci,
+    verdict,
+)
+from sim.experiments.new_users import FROZEN, SCRATCH
 from theory import bounds, new_user
 
-N_BOOT = 2000
-CI = 0.95
 #: An est_err_new point is estimation-dominated when k d2 / n >= ESTIMATION_FACTOR * floor
 #: (constants 1, floor predicted from the measured dist): theory.new_user.estimation_dominated.
 ESTIMATION_FACTOR = 4.0
-FROZEN = ("oracle", "shared", "nuclear")
-SCRATCH = ("local", "full")
+#: Row order of the slopes of a Np_new sweep.
+ORDER = ("oracle", "shared", "nuclear", "local", "full")
 
 
 def _table(runs: pd.DataFrame, method: str, col: str = "est_err_new") -> pd.DataFrame:
@@ -52,8 +61,6 @@ def _curve(method: str, row: pd.Series, floor: float, c_est: float, c_rep: float
 
 
 def _pred_slopes(method, row, floor, x):
-    from sim.experiments.analysis import CONSTANT_FACTORS, loglog_slope
-
     one = loglog_slope(x, _curve(method, row, floor, 1.0, 1.0)(x))
     found = [loglog_slope(x, _curve(method, row, floor, a, b)(x))
              for a, b in itertools.product(CONSTANT_FACTORS, repeat=2)]
@@ -62,10 +69,8 @@ def _pred_slopes(method, row, floor, x):
 
 def new_user_slopes(runs: pd.DataFrame, rng: np.random.Generator) -> list[dict]:
     """slopes.csv rows of a Np_new sweep (columns of sim.experiments.analysis.SLOPE_COLUMNS)."""
-    from sim.experiments.analysis import CONSTANT_FREE_TOL, slope_with_ci, verdict
-
     rows = []
-    methods = [m for m in (*FROZEN, *SCRATCH) if m in set(runs["method"])]
+    methods = [m for m in ORDER if m in set(runs["method"])]
     for method in methods:
         table = _table(runs, method)
         if table.isna().all().all():
@@ -208,17 +213,21 @@ def comparison_table(runs: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     return out.reset_index().rename(columns={"value": "Np_new"})
 
 
-def markdown(runs: pd.DataFrame, md) -> str:
-    """The summary.md section of a Np_new sweep (``md``: sim.experiments.analysis._md)."""
-    cross = crossover_table(runs)
-    comp = comparison_table(runs)
+def tables(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The tables a Np_new sweep writes next to slopes.csv: {file stem: table}."""
+    return {"crossover": crossover_table(runs), "comparison": comparison_table(runs)}
+
+
+def markdown(tabs: dict[str, pd.DataFrame]) -> str:
+    """The summary.md section of a Np_new sweep from its :func:`tables`."""
+    cross, comp = tabs["crossover"], tabs["comparison"]
     return "\n".join([
         "## New users: est_err_new per method, paired differences (95% CI over seeds)", "",
-        md(comp), "",
+        _md(comp), "",
         "## Crossover n_new (from-scratch fit catches `shared`)", "",
         "theory_c1: theory.new_user.crossover_n with every constant 1 and the floor predicted from "
         "the median measured dist (c_rep = 1); fitted_curves: the crossing of a/n + f fitted to "
         "each method's medians; measured: first crossing of the seed medians on the grid "
         "(inf: none on the grid).", "",
-        md(cross) if len(cross) else "(needs `shared` and a from-scratch method)",
+        _md(cross) if len(cross) else "(needs `shared` and a from-scratch method)",
     ])

@@ -38,6 +38,7 @@ from sim.confidence import sets
 from sim.estimation import estimators
 from sim.model.data import make_preferences
 from sim.model.truth import GroundTruth
+from sim.policy.exact import optimal_value
 from theory import diversity
 
 #: Methods whose new users are fitted with a frozen basis (the method's own, B_diamond for oracle).
@@ -57,6 +58,8 @@ class NewUsers:
     """(N_new, d1, d2) truth of the new users (init and delta)."""
     train: object
     """sim.model.data.PreferenceData: their Np_new comparisons each."""
+    j_star: np.ndarray
+    """(N_new,) their optimal values J(pi*; r*) (sim.policy.exact.optimal_value)."""
 
 
 def make_new_users(truth: GroundTruth, n_new: int, rng: np.random.Generator,
@@ -98,7 +101,8 @@ def build_new_users(cfg, truth: GroundTruth, mdp, mu, seeds) -> NewUsers:
                          init_scale=0.0 if trap else cfg.init_scale,
                          init=truth.init[0] if trap else None)
     data = make_preferences(mdp, new.theta, cfg.Np_new, mu, mu, np.random.default_rng(s_data))
-    return NewUsers(truth=new, train=data)
+    return NewUsers(truth=new, train=data,
+                    j_star=np.array([optimal_value(mdp, t) for t in new.theta]))
 
 
 def fit_frozen(data, basis: np.ndarray, B: float, init: np.ndarray | None = None,
@@ -109,13 +113,13 @@ def fit_frozen(data, basis: np.ndarray, B: float, init: np.ndarray | None = None
     return estimators.fit("oracle", data, basis.shape[1], B, init=init, basis=basis, tol=tol)
 
 
-def personalise(method: str, est, new: NewUsers, k: int, B: float, b_diamond: np.ndarray,
-                delta: float, zeta_train: np.ndarray):
-    """(DeltaTheta_hat_new (N_new, d1, d2), zeta_new (N_new,), fit gap) for one method."""
+def personalise(method: str, est, new: NewUsers, k: int, B: float, delta: float,
+                zeta_train: np.ndarray):
+    """(DeltaTheta_hat_new (N_new, d1, d2), zeta_new (N_new,), fit gap) for one method; the
+    frozen basis is the training estimate's own (est.basis: B_diamond for ``oracle``)."""
     data, init, n_new = new.train, new.truth.init, new.truth.N
     if method in FROZEN:
-        basis = b_diamond if method == "oracle" else est.basis
-        fitted = fit_frozen(data, basis, B, init=init)
+        fitted = fit_frozen(data, est.basis, B, init=init)
         zeta = sets.calibrated_radius("oracle", fitted, data, k, B, delta=delta, init=init)
     elif method in SCRATCH:
         fitted = estimators.fit(method, data, k, B, init=init)
@@ -130,14 +134,13 @@ def personalise(method: str, est, new: NewUsers, k: int, B: float, b_diamond: np
     return fitted.delta, np.broadcast_to(zeta, (n_new,)).astype(float), float(fitted.info["gap"])
 
 
-def frozen_floor(method: str, est, new: NewUsers, b_diamond: np.ndarray) -> float:
+def frozen_floor(method: str, est, new: NewUsers) -> float:
     """Mean over new users of ||P_perp DeltaTheta*_new||_F^2, P_perp the projector off the frozen
     basis: an exact lower bound on a frozen fit's est_err_new (its estimate lies in
     span(basis) (x) R^d2); NaN for methods without a frozen basis."""
     if method not in FROZEN:
         return float("nan")
-    basis = b_diamond if method == "oracle" else est.basis
-    perp = np.eye(basis.shape[0]) - basis @ basis.T
+    perp = np.eye(est.basis.shape[0]) - est.basis @ est.basis.T
     return float(np.mean(np.sum((perp @ new.truth.delta) ** 2, axis=(1, 2))))
 
 

@@ -60,18 +60,20 @@ def run_cell(cfg: SimConfig, seed: int, methods=METHODS) -> list[dict]:
     of sim.experiments.pipeline (the one instance runner)."""
     mdp, truth, mu, train, _ = pipeline.build_instance(cfg, seed)
     solver = PessimisticSolver(mdp, mu, solver=cfg.policy_solver)
-    gap_ref = pipeline.reference_gap(mdp, truth, mu)
+    j_star = pipeline.optimal_values(mdp, truth.theta)
+    gap_ref = pipeline.reference_gap(mdp, truth, mu, j_star)
     refs = pipeline.reference_policies(cfg, train, mu)
     rows = []
     for method in methods:
         est, _ = pipeline.fit_method(cfg, method, train, truth)
         theta_hat = truth.init + est.delta
+        gaps_v = pipeline.plugin_gaps(mdp, truth.theta, j_star, theta_hat)  # set-independent
         for cset in CONFIDENCE_SETS:
             c = cfg.with_(confidence_set=cset)
             metric, zeta = pipeline.confidence_set(c, method, est, train, truth, seed)
             t0 = time.perf_counter()
-            gaps_p, gaps_v, res = pipeline.policy_gaps(mdp, solver, truth.theta, theta_hat, zeta,
-                                                       metric, refs)
+            gaps_p, res = pipeline.policy_gaps(mdp, solver, truth.theta, j_star, theta_hat, zeta,
+                                               metric, refs)
             policy_s = time.perf_counter() - t0
             rows.append(dict(
                 **c.as_dict(), seed=seed, method=method,

@@ -22,7 +22,7 @@ from sim.model.data import (
 )
 from sim.model.mdp import random_mdp, trap_base, trap_behaviour, trap_mdp
 from sim.model.truth import make_ground_truth
-from sim.policy.exact import value_gap, vanilla_policy
+from sim.policy.exact import optimal_value, value_gap, vanilla_policy
 from sim.policy.solver import PessimisticSolver
 from theory import bounds, diversity
 
@@ -76,6 +76,7 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
     b_diamond, _, _ = diversity.best_rank_k(truth.delta, cfg.k)
     bias = diversity.per_user_bias(truth.delta, cfg.k)
     solver = PessimisticSolver(mdp, mu, solver=cfg.policy_solver)
+    j_star = optimal_values(mdp, truth.theta)
     truth_metrics = diversity.diversity_metrics(truth.delta, cfg.k)
     common = dict(
         nu_true=truth_metrics["nu"], tail_true=truth_metrics["tail"],
@@ -84,18 +85,19 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
         bound_gap=float(bounds.gap_bound_average(cfg.N, cfg.Np, cfg.nu, cfg.tail, cfg.d1, cfg.d2, cfg.k, cfg.delta)),
         bayes_acc=heldout_accuracy(truth.theta, test),
         ident_rank=check_identifiability(train, warn=False),
-        gap_ref=reference_gap(mdp, truth, mu),
+        gap_ref=reference_gap(mdp, truth, mu, j_star),
     )
     refs = reference_policies(cfg, train, mu)
     rows, saved = [], {}
     for method in methods:
-        est, fit_s = fit_method(cfg, method, train, truth)
+        est, fit_s = fit_method(cfg, method, train, truth, basis=b_diamond)
         theta_hat = truth.init + est.delta
         metric, zeta = confidence_set(cfg, method, est, train, truth, seed)
         t0 = time.perf_counter()
-        gaps_p, gaps_v, res = policy_gaps(mdp, solver, truth.theta, theta_hat, zeta, metric, refs)
+        gaps_p, res = policy_gaps(mdp, solver, truth.theta, j_star, theta_hat, zeta, metric, refs)
+        gaps_v = plugin_gaps(mdp, truth.theta, j_star, theta_hat)
         policy_s = time.perf_counter() - t0
-        new_cols = (_score_new_users(cfg, method, est, new, b_diamond, zeta, mdp, mu, solver)
+        new_cols = (_score_new_users(cfg, method, est, new, zeta, mdp, mu, solver)
                     if new is not None else new_users.empty_columns())
         rows.append(dict(
             seed=seed, method=method, **cfg.as_dict(),
@@ -119,13 +121,14 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
 
 # ---------------------------------------------------------------- the stages, one per step
 
-def fit_method(cfg: SimConfig, method: str, train, truth):
+def fit_method(cfg: SimConfig, method: str, train, truth, basis=None):
     """Algorithm 1 step 2, Eq. 3.5: ``method``'s estimate from ``train`` at Theta_init =
-    truth.init (``oracle`` is given B-diamond, the truth's best rank-k column space). Returns
-    the estimate and its wall-clock seconds."""
+    truth.init (``oracle`` is given ``basis``, default B-diamond: the truth's best rank-k column
+    space). Returns the estimate and its wall-clock seconds."""
     t0 = time.perf_counter()
-    extra = ({"basis": diversity.best_rank_k(truth.delta, cfg.k)[0]} if method == "oracle"
-             else {})
+    if method == "oracle" and basis is None:
+        basis = diversity.best_rank_k(truth.delta, cfg.k)[0]
+    extra = {"basis": basis} if method == "oracle" else {}
     est = estimators.fit(method, train, cfg.k, cfg.B, init=truth.init, **extra)
     return est, time.perf_counter() - t0
 
@@ -146,21 +149,32 @@ def reference_policies(cfg: SimConfig, train, mu):
     return empirical_policy(train, mu) if cfg.ref_policy == "empirical" else None
 
 
-def policy_gaps(mdp, solver, theta_true: np.ndarray, theta_hat: np.ndarray, zeta: np.ndarray,
-                metric=None, refs=None):
-    """Algorithm 1 step 4, Eq. 3.7 per user, and the exact value gaps (Theorem 4.2's left side):
-    (pessimistic gaps, plug-in gaps, solver results), each a list over users. theta_true,
-    theta_hat: (n, d1, d2); zeta: (n,); metric: (n, D, D) or None; refs: per-user reference
-    policies (n, H, S, A) or None."""
-    gaps_p, gaps_v, results = [], [], []
+def optimal_values(mdp, theta_true: np.ndarray) -> np.ndarray:
+    """J(pi*_i; r*_i) per user (n,), theta_true (n, d1, d2): computed once per instance, it
+    serves every policy's value gap."""
+    return np.array([optimal_value(mdp, t) for t in theta_true])
+
+
+def policy_gaps(mdp, solver, theta_true: np.ndarray, j_star: np.ndarray, theta_hat: np.ndarray,
+                zeta: np.ndarray, metric=None, refs=None):
+    """Algorithm 1 step 4, Eq. 3.7 per user, and the exact value gaps of its policies
+    (Theorem 4.2's left side): (gaps, solver results), each a list over users. theta_true,
+    theta_hat: (n, d1, d2); j_star: (n,) optimal_values; zeta: (n,); metric: (n, D, D) or None;
+    refs: per-user reference policies (n, H, S, A) or None."""
+    gaps, results = [], []
     for i in range(theta_hat.shape[0]):
         res = solver.solve(theta_hat[i], float(zeta[i]),
                            metric=None if metric is None else metric[i],
                            ref_policy=None if refs is None else refs[i])
-        gaps_p.append(value_gap(mdp, theta_true[i], res.pi))
-        gaps_v.append(value_gap(mdp, theta_true[i], vanilla_policy(mdp, theta_hat[i])))
+        gaps.append(value_gap(mdp, theta_true[i], res.pi, j_star[i]))
         results.append(res)
-    return gaps_p, gaps_v, results
+    return gaps, results
+
+
+def plugin_gaps(mdp, theta_true: np.ndarray, j_star: np.ndarray, theta_hat: np.ndarray) -> list:
+    """Value gaps of the plug-in policies (Eq. 3.7 at zeta = 0) of theta_hat (n, d1, d2)."""
+    return [value_gap(mdp, t, vanilla_policy(mdp, th), j) for t, j, th in
+            zip(theta_true, j_star, theta_hat)]
 
 
 def certificate_gap(results) -> float:
@@ -168,9 +182,9 @@ def certificate_gap(results) -> float:
     return float(np.max([r.upper_bound - r.objective for r in results]))
 
 
-def reference_gap(mdp, truth, mu) -> float:
+def reference_gap(mdp, truth, mu, j_star: np.ndarray) -> float:
     """gap_ref of runs.csv: the mean value gap of the behaviour policy itself."""
-    return float(np.mean([value_gap(mdp, t, mu) for t in truth.theta]))
+    return float(np.mean([value_gap(mdp, t, mu, j) for t, j in zip(truth.theta, j_star)]))
 
 
 def user_errors(delta_hat: np.ndarray, delta_true: np.ndarray) -> np.ndarray:
@@ -186,20 +200,21 @@ def subspace_distance(est, b_diamond: np.ndarray) -> float:
             if est.basis is not None else float("nan"))
 
 
-def _score_new_users(cfg: SimConfig, method: str, est, new, b_diamond, zeta_train, mdp, mu,
-                     solver) -> dict:
+def _score_new_users(cfg: SimConfig, method: str, est, new, zeta_train, mdp, mu, solver) -> dict:
     """The new-user columns of runs.csv (sim.experiments.new_users.COLUMNS) for one method."""
-    delta_hat, zeta, fit_gap = new_users.personalise(method, est, new, cfg.k, cfg.B, b_diamond,
-                                                     cfg.delta, zeta_train)
+    delta_hat, zeta, fit_gap = new_users.personalise(method, est, new, cfg.k, cfg.B, cfg.delta,
+                                                     zeta_train)
     t = new.truth
     refs = reference_policies(cfg, new.train, mu)
-    gaps_p, gaps_v, res = policy_gaps(mdp, solver, t.theta, t.init + delta_hat, zeta, None, refs)
+    theta_hat = t.init + delta_hat
+    gaps_p, res = policy_gaps(mdp, solver, t.theta, new.j_star, theta_hat, zeta, None, refs)
+    gaps_v = plugin_gaps(mdp, t.theta, new.j_star, theta_hat)
     return dict(
         est_err_new=float(np.mean(user_errors(delta_hat, t.delta))),
         pred_err_new=prediction_error(delta_hat, t.delta, new.train),
         gap_pess_new=float(np.mean(gaps_p)), gap_vanilla_new=float(np.mean(gaps_v)),
         coverage_new=float(sets.coverage(t.delta, delta_hat, zeta)),
-        zeta_new=float(np.mean(zeta)), floor_new=new_users.frozen_floor(method, est, new, b_diamond),
+        zeta_new=float(np.mean(zeta)), floor_new=new_users.frozen_floor(method, est, new),
         fit_gap_new=fit_gap, policy_cert_gap_new=certificate_gap(res))
 
 

@@ -44,16 +44,24 @@ def vanilla_policy(mdp: TabularMDP, theta_hat: np.ndarray) -> np.ndarray:
     return backward_induction(mdp, mdp.step_rewards(theta_hat))[0]
 
 
-def value_gap(mdp: TabularMDP, theta_true: np.ndarray, pi: np.ndarray) -> float:
+def optimal_value(mdp: TabularMDP, theta_true: np.ndarray) -> float:
+    """J(pi*; r_true), pi* the optimal policy for theta_true (d1, d2) by backward induction,
+    its value by occupancy measures."""
+    theta_true = check_theta(mdp, theta_true)
+    star = backward_induction(mdp, mdp.step_rewards(theta_true))[0]
+    return float(value(mdp, star, theta_true))
+
+
+def value_gap(mdp: TabularMDP, theta_true: np.ndarray, pi: np.ndarray,
+              j_star: float | None = None) -> float:
     """Theorem 4.2's left-hand side J(pi*; r_true) - J(pi; r_true) >= 0, exact.
 
-    theta_true: (d1, d2) the user's full parameter Theta*_i; pi: (H, S, A). pi* is the optimal
-    policy for theta_true by backward induction; both values are computed by occupancy measures.
+    theta_true: (d1, d2) the user's full parameter Theta*_i; pi: (H, S, A); j_star: the user's
+    optimal_value, when already known (one per user serves every policy scored for them).
     """
     theta_true = check_theta(mdp, theta_true)
     pi = check_policy(mdp, pi)
-    star = backward_induction(mdp, mdp.step_rewards(theta_true))[0]
-    j_star = float(value(mdp, star, theta_true))
+    j_star = optimal_value(mdp, theta_true) if j_star is None else float(j_star)
     gap = j_star - float(value(mdp, pi, theta_true))
     if gap < -GAP_ROUNDING_TOL * max(1.0, abs(j_star)):
         raise RuntimeError(f"negative value gap {gap:.3e}: backward induction is not optimal")
