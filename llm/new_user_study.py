@@ -27,7 +27,6 @@ figure (``figures.llm_plots.plot_new_users``). Resumable: the same command conti
 
 from __future__ import annotations
 
-import csv
 import os
 import sys
 import time
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from figures.stats import ci95, per_seed
+from llm.study import ModelSettings, read_done, write_rows
 
 NEW_USER_METHODS = ("new-user", "new-user-comb", "local", "global")
 STOP_ENV = "LLM_NEW_USERS_STOP_AFTER_RUNS"  # test hook: exit 3 after this many new runs
@@ -50,48 +50,26 @@ COLUMNS = (
 
 
 @dataclass(frozen=True)
-class NewUserStudyConfig:
-    """Everything that determines the new-user study; saved in OUT and in every row."""
+class NewUserStudyConfig(ModelSettings):
+    """Everything that determines the new-user study; saved in OUT and in every row (the model
+    and schedule settings are llm.study's ModelSettings)."""
 
     sizes: tuple[int, ...] = (5, 10, 20, 50, 200, 800)
     seeds: int = 5
     draws: int = 10  # random draws of the shots per seed at every n <= many_draws_max
     many_draws_max: int = 50  # larger n: one draw per seed (the fits cost more, vary less)
-    workers: int = 5
     holdout: int = 5
     source_pairs: int = 800
     eval_per_labeler: int = 300
     min_steps: int = 30
-    disagreement: float = 2.5
-    data_seed: int = 0
-    epochs: float = 10.0
-    lr: float = 1e-2
-    head_lr: float = 1e-2
-    batch_size: int = 64
-    lora_r: int = 32
-    lora_alpha: float = 16.0
-    warmup_ratio: float = 0.1
-    warmup_fraction: float = 0.1
-    max_length: int = 48
-    model: str = "minilm"
-    features: str = "summary-token mean + length z -> LoRA(pooler.dense) -> tanh -> head"
 
     def __post_init__(self):
         if not self.sizes or min(self.sizes) < 1:
             raise ValueError(f"sizes must be positive integers, got {self.sizes}")
-        for name in ("seeds", "draws", "many_draws_max", "workers", "holdout", "source_pairs", "eval_per_labeler",
-                     "min_steps", "batch_size", "lora_r"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self._check(("seeds", "draws", "many_draws_max", "holdout", "source_pairs",
+                     "eval_per_labeler", "min_steps"))
         if self.workers < 2:
             raise ValueError("workers must be >= 2 (a shared subspace needs several labelers)")
-        for name in ("epochs", "lr", "head_lr", "lora_alpha"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not self.disagreement >= 0:
-            raise ValueError(f"disagreement must be >= 0, got {self.disagreement}")
-        if self.max_length < 8:
-            raise ValueError(f"max_length must be >= 8, got {self.max_length}")
 
     @property
     def pool(self) -> int:
@@ -196,7 +174,7 @@ def run_new_user_study(cfg: NewUserStudyConfig, out: Path, progress: bool = True
     p0 = 1.0 / (1.0 + np.exp(-m_va[:, 0]))
     common = [float(np.mean(np.where(m_va[u_va == u, 1] > 0, p0[u_va == u], 1 - p0[u_va == u])))
               for u in range(m)]
-    done, rows = _read_done(out)
+    done, rows = read_done(out / "new_users.csv", ("method", "pairs_per_labeler", "seed", "draw"))
     todo = [(s, size, d, meth) for s in range(cfg.seeds) for size in cfg.sizes
             for d in range(cfg.n_draws(size)) for meth in NEW_USER_METHODS
             if not (meth == "global" and d > 0) and (meth, str(size), str(s), str(d)) not in done]
@@ -235,7 +213,7 @@ def run_new_user_study(cfg: NewUserStudyConfig, out: Path, progress: bool = True
                          "bayes_accuracy": bayes[int(lab)] if one else float(np.mean(bayes)),
                          "mean_reward_accuracy": common[int(lab)] if one
                          else float(np.mean(common))})
-        _write_rows(out / "new_users.csv", rows)
+        write_rows(out / "new_users.csv", rows, COLUMNS)
         with open(out / "timing.csv", "a") as fh:
             fh.write(f"{method},{size},{seed},{draw},{time.time() - t0:.3f}\n")
         bar.update(1)
@@ -249,25 +227,6 @@ def run_new_user_study(cfg: NewUserStudyConfig, out: Path, progress: bool = True
 
     plot_new_users(out / "new_users.csv", out)
     return out
-
-
-def _read_done(out: Path):
-    path = out / "new_users.csv"
-    if not path.exists():
-        return set(), []
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    key = ("method", "pairs_per_labeler", "seed", "draw")
-    done = {tuple(r[k] for k in key) for r in rows if r["labeler"] == "all"}
-    return done, [r for r in rows if tuple(r[k] for k in key) in done]
-
-
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    from llm.evaluate import write_csv
-
-    tmp = path.with_suffix(".tmp")
-    write_csv(tmp, rows, COLUMNS)
-    tmp.replace(path)
 
 
 def summary_table(rows: list[dict]) -> str:

@@ -52,13 +52,10 @@ COLUMNS = (
 
 
 @dataclass(frozen=True)
-class StudyConfig:
-    """Everything that determines the study; saved in OUT/study_config.json and every row."""
+class ModelSettings:
+    """The study model, its synthetic labelers and its training schedule: the settings the
+    accuracy study and the new-user study (llm.new_user_study) share."""
 
-    sizes: tuple[int, ...] = (50, 100, 200, 400, 800, 1600)
-    methods: tuple[str, ...] = DEFAULT_METHODS
-    seeds: int = 3
-    eval_per_labeler: int = 600
     disagreement: float = 2.5
     data_seed: int = 0
     workers: int = 5
@@ -74,13 +71,9 @@ class StudyConfig:
     model: str = "minilm"
     features: str = "summary-token mean + length z -> LoRA(pooler.dense) -> tanh -> head"
 
-    def __post_init__(self):
-        if not self.sizes or min(self.sizes) < 1:
-            raise ValueError(f"sizes must be positive integers, got {self.sizes}")
-        bad = [m for m in self.methods if m not in STUDY_METHODS]
-        if bad or not self.methods:
-            raise ValueError(f"methods must be among {', '.join(STUDY_METHODS)}, got {bad}")
-        for name in ("seeds", "eval_per_labeler", "workers", "batch_size", "lora_r"):
+    def _check(self, positive_ints=()):
+        """ValueError naming the first bad shared setting or field of ``positive_ints``."""
+        for name in ("workers", "batch_size", "lora_r", *positive_ints):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("epochs", "lr", "head_lr", "lora_alpha"):
@@ -90,6 +83,24 @@ class StudyConfig:
             raise ValueError(f"disagreement must be >= 0, got {self.disagreement}")
         if self.max_length < 8:
             raise ValueError(f"max_length must be >= 8, got {self.max_length}")
+
+
+@dataclass(frozen=True)
+class StudyConfig(ModelSettings):
+    """Everything that determines the study; saved in OUT/study_config.json and every row."""
+
+    sizes: tuple[int, ...] = (50, 100, 200, 400, 800, 1600)
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    seeds: int = 3
+    eval_per_labeler: int = 600
+
+    def __post_init__(self):
+        if not self.sizes or min(self.sizes) < 1:
+            raise ValueError(f"sizes must be positive integers, got {self.sizes}")
+        bad = [m for m in self.methods if m not in STUDY_METHODS]
+        if bad or not self.methods:
+            raise ValueError(f"methods must be among {', '.join(STUDY_METHODS)}, got {bad}")
+        self._check(("seeds", "eval_per_labeler"))
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -216,7 +227,7 @@ def run_study(cfg: StudyConfig, out: Path, progress: bool = True) -> Path:
     m_va = np.array([margins[c.post_id] for c in data.valid])
     ceiling = [(bayes_accuracy(m_va[u_va.numpy() == u, 0]),
                 _sign_accuracy(m_va[u_va.numpy() == u])) for u in range(n)]
-    done, rows = _read_done(out)
+    done, rows = read_done(out / "study.csv")
     todo = [(s, size, m) for s in range(cfg.seeds) for size in cfg.sizes for m in cfg.methods
             if (m, str(size), str(s)) not in done]
     stop_after, new = int(os.environ.get(STOP_ENV, "0")), 0
@@ -236,7 +247,7 @@ def run_study(cfg: StudyConfig, out: Path, progress: bool = True) -> Path:
             common = (np.mean([c[1] for c in ceiling]) if lab == "all" else ceiling[int(lab)][1])
             rows.append({**fixed, **row, "n_train": size * (n if lab == "all" else 1),
                          "bayes_accuracy": float(bayes), "mean_reward_accuracy": float(common)})
-        _write_rows(out / "study.csv", rows)
+        write_rows(out / "study.csv", rows)
         with open(out / "timing.csv", "a") as fh:
             fh.write(f"{method},{size},{seed},{time.time() - t0:.3f}\n")
         bar.update(1)
@@ -270,21 +281,23 @@ def _check_config(cfg: StudyConfig, out: Path) -> None:
         path.write_text(json.dumps(cfg.to_dict(), indent=1, sort_keys=True) + "\n")
 
 
-def _read_done(out: Path):
-    path = out / "study.csv"
+def read_done(path: Path, key=("method", "pairs_per_labeler", "seed")):
+    """(finished runs, their rows) of a study CSV: a run (its values of ``key``) is finished
+    when its labeler-``all`` row was written; rows of unfinished runs are dropped."""
     if not path.exists():
         return set(), []
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    done = {(r["method"], r["pairs_per_labeler"], r["seed"]) for r in rows if r["labeler"] == "all"}
-    return done, [r for r in rows if (r["method"], r["pairs_per_labeler"], r["seed"]) in done]
+    done = {tuple(r[k] for k in key) for r in rows if r["labeler"] == "all"}
+    return done, [r for r in rows if tuple(r[k] for k in key) in done]
 
 
-def _write_rows(path: Path, rows: list[dict]) -> None:
+def write_rows(path: Path, rows: list[dict], columns=COLUMNS) -> None:
+    """Every row so far, written through a temporary file and a rename (never half a file)."""
     from llm.evaluate import write_csv
 
     tmp = path.with_suffix(".tmp")
-    write_csv(tmp, rows, COLUMNS)
+    write_csv(tmp, rows, columns)
     tmp.replace(path)
 
 
