@@ -7,6 +7,7 @@ one plug-in DP pass (backward induction for theta_hat, the floor of any method).
                                       [--metric-cond C] [--solvers lp,face,socp]
     python -m benchmarks.bench_policy --instance sweep [--set ball|sigma_d] [--seeds 2]
     python -m benchmarks.bench_policy --scaling [--users 10]
+    python -m benchmarks.bench_policy --floor [--instance sweep]
 
 Random instance (default): users get theta_hat = a random direction of norm --theta-norm and
 radii zeta spread so that sqrt(zeta)/||theta_hat|| is uniform in [0, --max-ratio] (ratio >= 1
@@ -19,6 +20,12 @@ achievable feature differences), the same scale at which mu_ref becomes optimal.
 seeds 0 .. --seeds - 1, the `shared` and `local` fits), their radii (ball) or sigma_d
 ellipsoids, as sim/experiments/pipeline.py builds them. --scaling: per-user time of each solver and of
 the DP pass against S*A*H and against d1*d2 (four sizes each), with log-log exponents.
+--floor: the cost of the ingredients a certified solver is built from, as multiples of the DP
+pass measured in the same run (issue #20's cost floor, docs/performance.md): the randomising
+states of the optimum per user, one backward induction on given rewards, the occupancy of a
+deterministic policy, its d1 d2-dimensional successor features, a QR factorisation of a face of
+the optimum's size, an entropy-smoothed backward induction, and one backward induction per user
+when all users' DPs run as one array pass.
 """
 
 from __future__ import annotations
@@ -108,6 +115,74 @@ def report(t_dp, res, n_users):
         print(line + f"   unconverged {sum(not r.converged for r in rs)}/{n_users}")
 
 
+def _per_call(fn, reps: int = 200) -> float:
+    """Best of 3 mean wall times of fn() over reps calls, in seconds."""
+    fn()
+    best = np.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / reps)
+    return best
+
+
+def floor(mdp, mu, thetas, zetas, metrics) -> None:
+    """--floor: ingredient costs as multiples of the plug-in DP pass (module doc)."""
+    from scipy.linalg import qr
+
+    from sim.model.mdp import occupancy
+    from sim.policy.faces import dp, successor
+
+    H, S, A, D = mdp.H, mdp.S, mdp.A, mdp.d1 * mdp.d2
+    P2, phi2 = mdp.P.reshape(H, S * A, S), mdp.phi.reshape(S * A, D)
+    solver = PessimisticSolver(mdp, mu, "lp")
+    mixed = []
+    for t, z, m in zip(thetas, zetas, metrics):
+        pi = solver.solve(t, z, metric=m).pi
+        reach = occupancy(mdp, pi).sum(-1) > 1e-12
+        mixed.append(int(((pi > 1e-9).sum(-1) > 1)[reach].sum()))
+    k = int(min(D, max(1, np.median(mixed))))
+    th = thetas[0].reshape(-1)
+    act, _ = dp(P2, mdp.rho, phi2 @ th)
+    pi_det = np.zeros((H, S, A))
+    np.put_along_axis(pi_det, act[..., None], 1.0, axis=2)
+    face = np.random.default_rng(0).normal(size=(D, k))
+    rewards = phi2 @ np.stack([t.reshape(-1) for t in thetas], axis=1)  # (S A, U)
+    scale = np.abs(rewards).max()
+
+    def batched_dp():  # every user's backward induction in one array pass
+        v = np.zeros((S, rewards.shape[1]))
+        for h in range(H - 1, -1, -1):
+            v = (rewards + P2[h] @ v).reshape(S, A, -1).max(1)
+        return v
+
+    def soft_dp(tau=1e-3 * scale):  # entropy-smoothed backward induction (log-sum-exp)
+        v, r = np.zeros(S), rewards[:, 0]
+        for h in range(H - 1, -1, -1):
+            q = (r + P2[h] @ v).reshape(S, A)
+            top = q.max(1)
+            v = top + tau * np.log(np.exp((q - top[:, None]) / tau).sum(1))
+        return v
+
+    t_dp = _per_call(lambda: vanilla_policy(mdp, thetas[0]))
+    rows = [("backward induction on given rewards (argmax policy, value)",
+             _per_call(lambda: dp(P2, mdp.rho, phi2 @ th))),
+            ("occupancy of a deterministic policy", _per_call(lambda: occupancy(mdp, pi_det))),
+            (f"successor features of a deterministic policy ({D}-dimensional backward pass)",
+             _per_call(lambda: successor(P2, mdp.rho, phi2.reshape(S, A, D), act))),
+            (f"pivoted QR of a ({D}, {k}) face matrix (k = median randomising states)",
+             _per_call(lambda: qr(face, mode="economic", pivoting=True, check_finite=False))),
+            ("entropy-smoothed backward induction (log-sum-exp)", _per_call(soft_dp)),
+            (f"backward induction per user, {len(thetas)} users in one array pass",
+             _per_call(batched_dp) / len(thetas))]
+    print(f"plug-in DP pass {1e3 * t_dp:.3f} ms; randomising (tied) states of the optimum per "
+          f"user: median {np.median(mixed):.0f}, mean {np.mean(mixed):.1f}, max {max(mixed)} "
+          f"(of H*S = {H * S})")
+    for name, sec in rows:
+        print(f"  x{sec / t_dp:6.2f}  {name}")
+
+
 def scaling(args, solvers):
     """Per-user times against S*A*H and d1*d2 (module doc), log-log exponents."""
     series = {"S*A*H": [dict(S=s, A=5, H=10, d1=20, d2=4) for s in (5, 10, 20, 40)],
@@ -148,6 +223,8 @@ def main(argv=None) -> None:
                     help="confidence set of --instance sweep")
     ap.add_argument("--solvers", default="lp,face,socp")
     ap.add_argument("--scaling", action="store_true")
+    ap.add_argument("--floor", action="store_true",
+                    help="ingredient costs as multiples of the DP pass (issue #20's floor)")
     args = ap.parse_args(argv)
     if args.metric_cond is not None and not args.metric_cond >= 1:
         ap.error(f"--metric-cond must be >= 1, got {args.metric_cond}")
@@ -156,6 +233,20 @@ def main(argv=None) -> None:
         ap.error(f"--solvers must be a comma-separated subset of {','.join(SOLVERS)}")
     if args.scaling:
         scaling(args, solvers)
+        return
+    if args.floor:
+        if args.instance == "sweep":
+            mdp, mu, thetas, zetas, metrics = sweep_users(args.set, 1)[0]
+            print(f"sweep default instance ({args.set}), seed 0, shared: {len(thetas)} users")
+        else:
+            rng = np.random.default_rng(args.seed)
+            mdp = random_mdp(args.S, args.A, args.H, args.d1, args.d2, rng, feature_scale=2.0)
+            mu = rng.dirichlet(np.ones(args.A), size=(args.H, args.S))
+            basis = PessimisticSolver(mdp, mu, "lp")._span_basis
+            thetas, zetas, metrics = random_users(args, rng, mdp, basis)
+            print(f"bench instance S={args.S} A={args.A} H={args.H} d1*d2={args.d1 * args.d2}, "
+                  f"{args.users} users")
+        floor(mdp, mu, thetas, zetas, metrics)
         return
     if args.instance == "sweep":
         t_dp, res, n = 0.0, {}, 0
