@@ -62,13 +62,14 @@ def sweep_once(backend: str, jobs: int, argv: list[str], out: Path) -> dict:
     args = parse_args([*argv, "--out", str(out)])
     cfg, values, seeds, methods = plan(args)
     (out / "parts").mkdir(parents=True, exist_ok=True)
-    tasks = [(cfg, args.vary, v, s, methods, out, False) for v in values for s in seeds]
+    tasks = [(cfg, args.vary, [v], s, methods, out, False) for v in values for s in seeds]
     t0 = time.perf_counter()
     with task_runner(backend, jobs) as run:
         warm = set(run(_warm, [()] * jobs))
         t1 = time.perf_counter()
-        for value, seed, df in run(_run_task, tasks):
-            write_part(out, part_name(value, seed), df)
+        for runs in run(_run_task, tasks):
+            for value, seed, df in runs:
+                write_part(out, part_name(value, seed), df)
         t2 = time.perf_counter()
     t3 = time.perf_counter()
     n = len(tasks)

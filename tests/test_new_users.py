@@ -122,6 +122,24 @@ def test_n_new_zero_leaves_training_rows_and_fills_new_columns():
     assert (on.loc[["shared", "oracle"], "fit_gap_new"] <= 1e-9).all()
 
 
+def test_grouped_new_user_runs_equal_one_run_per_config():
+    # `--vary Np_new` runs the training users once per seed (pipeline.run_instances); every
+    # non-timing value must equal a separate run_instance per config, bit for bit.
+    from sim.experiments.pipeline import run_instances
+
+    methods = ["shared", "local", "oracle"]
+    cfgs = [SimConfig(**TINY, N_new=3, Np_new=n) for n in (10, 80)]
+    grouped = run_instances(cfgs, 2, methods)
+    for cfg, rows in zip(cfgs, grouped):
+        alone = pd.DataFrame(run_instance(cfg, 2, methods))
+        together = pd.DataFrame(rows)
+        keep = [c for c in alone.columns if not c.endswith("_s")]
+        pd.testing.assert_frame_equal(alone[keep], together[keep], check_exact=True)
+    assert grouped[0][0]["est_err_new"] != grouped[1][0]["est_err_new"]  # the new users differ
+    with pytest.raises(ValueError, match="differ only in"):
+        run_instances([cfgs[0], cfgs[1].with_(Np=41)], 2, methods)
+
+
 def test_theory_limits_pure_rate():
     n = np.array([5.0, 50.0, 500.0])
     np.testing.assert_allclose(new_user.frozen_basis_error(n, 2, 3, 0.0, 0.2, 0.0), 6 / n)
@@ -176,6 +194,17 @@ def test_sweep_vary_np_new_smoke(tmp_path):
     cross = pd.read_csv(out / "crossover.csv")
     assert set(cross["method"]) == {"local", "full"}
     assert (out / "est_err_new_vs_Np_new.png").exists() and (out / "summary.md").exists()
+    # resume: drop one value's part of seed 1; the re-run recomputes only it (one task for the
+    # seed's missing values), and runs.csv is unchanged apart from timings
+    (out / "parts" / "40_1.csv").unlink()
+    r = _sweep("--vary", "Np_new", "--values", "10,40,160", "--seeds", "2", "--set", "N_new=3",
+               "--methods", "shared,local,full,oracle,zero", *TINY_ARGS, "--out", str(out),
+               "--no-figures")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resuming: 5 of 6 runs already done" in r.stdout
+    again = pd.read_csv(out / "runs.csv")
+    keep = [c for c in runs.columns if not c.endswith("_s")]
+    pd.testing.assert_frame_equal(runs[keep], again[keep])
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -21,8 +21,13 @@ import numpy as np
 
 from figures.cli import OneLineParser, nonneg_int, positive_int
 from sim.estimation.estimators import METHODS
-from sim.experiments.pipeline import (draw_instance, fit_method, prediction_error,
-                                      subspace_distance, user_errors)
+from sim.experiments.pipeline import (
+    draw_instance,
+    fit_method,
+    prediction_error,
+    subspace_distance,
+    user_errors,
+)
 from sim.model.config import SimConfig
 from theory.diversity import best_rank_k, nu, tail
 

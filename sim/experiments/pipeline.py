@@ -13,7 +13,7 @@ import numpy as np
 from sim.confidence import bootstrap, sets
 from sim.estimation import estimators
 from sim.experiments import new_users
-from sim.model.config import SimConfig
+from sim.model.config import NEW_USER_FIELDS, SimConfig
 from sim.model.data import (
     behaviour_policy,
     check_identifiability,
@@ -70,9 +70,21 @@ def heldout_accuracy(theta_hat: np.ndarray, test) -> float:
 
 def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = None) -> list[dict]:
     """All runs.csv rows (one per method) for one config and seed: the stages below in order."""
+    return run_instances([cfg], seed, methods, [artifacts])[0]
+
+
+def run_instances(cfgs: list[SimConfig], seed: int, methods, artifacts=None) -> list[list[dict]]:
+    """run_instance for each of ``cfgs``, which may differ only in NEW_USER_FIELDS: Algorithm 1
+    on the training users runs once and only the new users are drawn and scored per config.
+    The rows equal run_instance's for each config (the stages draw from per-stage streams);
+    fit_s and policy_s are the training run's, repeated. artifacts: one path (or None) per
+    config."""
+    cfg = cfgs[0]
+    shared_part = {f: getattr(cfg, f) for f in NEW_USER_FIELDS}
+    if any(c.with_(**shared_part) != cfg for c in cfgs):
+        raise ValueError(f"run_instances: configs may differ only in {NEW_USER_FIELDS}")
+    artifacts = artifacts if artifacts is not None else [None] * len(cfgs)
     mdp, truth, mu, train, test = build_instance(cfg, seed)
-    new = (new_users.build_new_users(cfg, truth, mdp, mu, np.random.SeedSequence(seed).spawn(6)[4:])
-           if cfg.N_new else None)  # streams 4, 5: the training instance's streams are untouched
     b_diamond, _, _ = diversity.best_rank_k(truth.delta, cfg.k)
     bias = diversity.per_user_bias(truth.delta, cfg.k)
     solver = PessimisticSolver(mdp, mu, solver=cfg.policy_solver)
@@ -88,7 +100,7 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
         gap_ref=reference_gap(mdp, truth, mu, j_star),
     )
     refs = reference_policies(cfg, train, mu)
-    rows, saved = [], {}
+    fits, saved = [], {}
     for method in methods:
         est, fit_s = fit_method(cfg, method, train, truth, basis=b_diamond)
         theta_hat = truth.init + est.delta
@@ -97,10 +109,7 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
         gaps_p, res = policy_gaps(mdp, solver, truth.theta, j_star, theta_hat, zeta, metric, refs)
         gaps_v = plugin_gaps(mdp, truth.theta, j_star, theta_hat)
         policy_s = time.perf_counter() - t0
-        new_cols = (_score_new_users(cfg, method, est, new, zeta, mdp, mu, solver)
-                    if new is not None else new_users.empty_columns())
-        rows.append(dict(
-            seed=seed, method=method, **cfg.as_dict(),
+        cols = dict(
             dist=subspace_distance(est, b_diamond),
             est_err=float(np.mean(user_errors(est.delta, truth.delta))),
             pred_err=prediction_error(est.delta, truth.delta, train),
@@ -111,12 +120,20 @@ def run_instance(cfg: SimConfig, seed: int, methods, artifacts: Path | None = No
             rank_hat=int(np.linalg.matrix_rank(diversity.aggregate(est.delta), tol=1e-8)),
             n_starts=int(est.info["n_starts"]), nll_spread=float(est.info["nll_spread"]),
             fit_converged=bool(est.info["converged"]), fit_gap=float(est.info["gap"]),
-            **common, fit_s=fit_s, policy_s=policy_s, **new_cols,
-        ))
+            **common, fit_s=fit_s, policy_s=policy_s)
+        fits.append((method, est, zeta, cols))
         saved[method] = dict(delta=est.delta, zeta=zeta, pi=np.stack([r.pi for r in res]))
-    if artifacts is not None:
-        _save_artifacts(artifacts, mdp, truth, mu, saved)
-    return rows
+    out = []
+    for c, art in zip(cfgs, artifacts):
+        new = (new_users.build_new_users(c, truth, mdp, mu, np.random.SeedSequence(seed).spawn(6)[4:])
+               if c.N_new else None)  # streams 4, 5: the training instance's streams are untouched
+        out.append([dict(seed=seed, method=method, **c.as_dict(), **cols,
+                         **(_score_new_users(c, method, est, new, zeta, mdp, mu, solver)
+                            if new is not None else new_users.empty_columns()))
+                    for method, est, zeta, cols in fits])
+        if art is not None:
+            _save_artifacts(art, mdp, truth, mu, saved)
+    return out
 
 
 # ---------------------------------------------------------------- the stages, one per step

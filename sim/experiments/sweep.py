@@ -39,7 +39,7 @@ from figures.files import (
     write_part,
 )
 from sim.experiments.backends import BackendError, add_backend_args, check_backend, task_runner
-from sim.model.config import SimConfig, sim_instance_bytes
+from sim.model.config import NEW_USER_FIELDS, SimConfig, sim_instance_bytes
 
 VARY = ("nu", "tail", "Np", "N", "k", "d1", "Np_new")
 SPEC_KEYS = ("vary", "base", "methods")  # a re-run must agree on these to resume
@@ -169,18 +169,24 @@ def _coerce(kind, raw: str, key: str):
     return value
 
 
-def _run_task(cfg: SimConfig, vary: str, value, seed: int, methods, out: Path,
-              artifacts: bool) -> tuple[object, int, pd.DataFrame]:
-    """One (value, seed) run on whichever worker the backend picked; the driver writes it."""
-    from sim.experiments.pipeline import run_instance
+def _run_task(cfg: SimConfig, vary: str, values, seed: int, methods, out: Path,
+              artifacts: bool) -> list[tuple[object, int, pd.DataFrame]]:
+    """The (value, seed) runs of one seed on whichever worker the backend picked; the driver
+    writes them. One value per task, except for grids over NEW_USER_FIELDS (``--vary
+    Np_new``), whose values of a seed share one training run (pipeline.run_instances)."""
+    from sim.experiments.pipeline import run_instances
 
     with threadpool_limits(1):
-        art = out / "artifacts" / f"{part_name(value, seed)}.npz" if artifacts else None
-        rows = run_instance(cfg.with_(**{vary: value}), seed, methods, artifacts=art)
-    df = pd.DataFrame(rows)
-    df.insert(0, "value", value)
-    df.insert(0, "vary", vary)
-    return value, seed, df
+        arts = [out / "artifacts" / f"{part_name(v, seed)}.npz" if artifacts else None
+                for v in values]
+        runs = run_instances([cfg.with_(**{vary: v}) for v in values], seed, methods, arts)
+    done = []
+    for value, rows in zip(values, runs):
+        df = pd.DataFrame(rows)
+        df.insert(0, "value", value)
+        df.insert(0, "vary", vary)
+        done.append((value, seed, df))
+    return done
 
 
 def assemble(out: Path, values, seeds, methods) -> pd.DataFrame:
@@ -208,13 +214,15 @@ def _execute(args, out: Path, spec: dict, tasks: list[tuple], jobs: int, total: 
             return 2
         if args.save_artifacts:
             (out / "artifacts").mkdir(exist_ok=True)
-        if len(tasks) < total:
-            print(f"resuming: {total - len(tasks)} of {total} runs already done")
-        bar = tqdm(total=len(tasks), desc=f"sweep {args.vary}", unit="run")
+        total_todo = sum(len(t[2]) for t in tasks)
+        if total_todo < total:
+            print(f"resuming: {total - total_todo} of {total} runs already done")
+        bar = tqdm(total=total_todo, desc=f"sweep {args.vary}", unit="run")
         try:
-            for value, seed, df in run(_run_task, tasks):
-                write_part(out, part_name(value, seed), df)
-                bar.update()
+            for runs in run(_run_task, tasks):
+                for value, seed, df in runs:
+                    write_part(out, part_name(value, seed), df)
+                    bar.update()
         except KeyboardInterrupt:
             bar.close()
             print(f"\ninterrupted: finished runs are kept in {out}/parts; re-run the same "
@@ -248,8 +256,13 @@ def main(argv=None) -> int:
         print(f"sim.experiments.sweep: error: --analyse-only: {len(todo)} of {len(values) * len(seeds)} runs "
               f"are missing in {out}/parts; run without --analyse-only", file=sys.stderr)
         return 2
-    jobs = min(args.jobs if args.jobs > 0 else (os.cpu_count() or 1), max(len(todo), 1))
-    tasks = [(cfg, args.vary, v, s, methods, out, args.save_artifacts) for v, s in todo]
+    if args.vary in NEW_USER_FIELDS:  # one task per seed: its values share the training run
+        groups = [([v for v, s in todo if s == seed], seed) for seed in seeds]
+        groups = [(vals, seed) for vals, seed in groups if vals]
+    else:
+        groups = [([v], s) for v, s in todo]
+    jobs = min(args.jobs if args.jobs > 0 else (os.cpu_count() or 1), max(len(groups), 1))
+    tasks = [(cfg, args.vary, vals, s, methods, out, args.save_artifacts) for vals, s in groups]
     try:
         status = _execute(args, out, spec, tasks, jobs, len(values) * len(seeds))
     except BackendError as e:  # unreachable scheduler: reported before anything is written

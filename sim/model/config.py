@@ -15,6 +15,12 @@ INSTANCES = ("default", "trap")
 REF_POLICIES = ("behaviour", "empirical")
 
 
+#: Fields that only the held-out new users see (sim/experiments/new_users.py): configs that
+#: differ only in these share the training instance, its fits, sets and policies
+#: (sim/experiments/pipeline.py: run_instances).
+NEW_USER_FIELDS = ("Np_new",)
+
+
 @dataclass(frozen=True)
 class SimConfig:
     N: int = 20
