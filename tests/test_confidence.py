@@ -76,6 +76,24 @@ def test_calibrated_radius_shape_and_cap(method):
     assert np.all(z_loose <= z + 1e-12)  # lower level, smaller radius
 
 
+def test_frozen_basis_radius_with_its_error_is_the_shared_radius():
+    # New users reuse a `shared` basis and get its error's share through basis_cov
+    # (sim/experiments/new_users.py). On the very users the basis was fitted on, an `oracle`
+    # radius in that basis plus basis_cov = basis_error_covariance must be exactly the `shared`
+    # radius (same tangent, same pooled J), and without basis_cov strictly smaller.
+    truth, data, k = _setup(3, Np=200, N=8)
+    est = estimators.fit("shared", data, k, 1.0)
+    cov = sets.basis_error_covariance(est, data, 1.0)
+    assert cov.shape == (4 * k, 4 * k) and np.allclose(cov, cov.T)
+    assert np.linalg.eigvalsh(cov).min() > -1e-12
+    shared = sets.calibrated_radius("shared", est, data, k, 1.0)
+    frozen = sets.calibrated_radius("oracle", est, data, k, 1.0, basis_cov=cov)
+    np.testing.assert_allclose(frozen, shared, rtol=1e-12)
+    assert np.all(sets.calibrated_radius("oracle", est, data, k, 1.0) < shared)
+    with pytest.raises(ValueError, match="frozen basis"):
+        sets.calibrated_radius("full", est, data, k, 1.0, basis_cov=cov)
+
+
 def test_calibrated_radius_bad_input():
     truth, data, k = _setup(1, Np=50)
     est = estimators.fit("full", data, k, 1.0)

@@ -132,7 +132,8 @@ def error_covariance(method: str, est, data: PreferenceData, k: int, B: float,
 
 
 def calibrated_radius(method: str, est, data: PreferenceData, k: int, B: float,
-                      delta: float = 0.1, init: np.ndarray | None = None) -> np.ndarray:
+                      delta: float = 0.1, init: np.ndarray | None = None,
+                      basis_cov: np.ndarray | None = None) -> np.ndarray:
     """Per-user zeta_i (N,) with Pr(||DeltaTheta_hat_i - DeltaTheta*_i||_F^2 <= zeta_i) ~ 1 - delta.
 
     method: the estimator's name; est: its sim.estimation.estimators.Estimate (uses est.delta (N, d1, d2)
@@ -153,6 +154,11 @@ def calibrated_radius(method: str, est, data: PreferenceData, k: int, B: float,
     Every estimate and truth lies in the ball ||DeltaTheta_i||_F <= B, so zeta_i <= (2B)^2.
     This ignores the estimators' bias (ball shrinkage, rank truncation when the truth has a
     tail, pooling for ``global``); docs/pessimism.md reports the coverage it achieves.
+
+    basis_cov: for ``oracle``-type fits in a basis est.basis that was estimated on *other*
+    users (new users personalised with a frozen `shared` basis, sim/experiments/new_users.py),
+    the covariance (d1 k, d1 k) of that basis's error (:func:`basis_error_covariance` of the
+    training fit); each user's share P_perp Y W_i is then added exactly as for ``shared``.
     """
     delta_hat, info = _information(method, est, data, B, delta, init)
     n, d1, d2 = delta_hat.shape
@@ -162,6 +168,11 @@ def calibrated_radius(method: str, est, data: PreferenceData, k: int, B: float,
             raise ValueError("method 'shared' needs est.basis (d1, k)")
         basis = np.asarray(est.basis, dtype=float)
         shared_cov = _basis_error_cov(delta_hat, basis, info)
+    elif basis_cov is not None:
+        if method != "oracle":
+            raise ValueError(f"basis_cov applies to fits in a frozen basis ('oracle'), not {method!r}")
+        G = _basis_jacobians(delta_hat, np.asarray(est.basis, dtype=float))
+        shared_cov = np.einsum("ndp,pq,neq->nde", G, basis_cov, G)
     zeta = np.empty(n)
     for i in range(n):
         tangent = _tangent(method, delta_hat[i], k, est.basis)
@@ -201,15 +212,35 @@ def _tangent(method: str, delta_i: np.ndarray, k: int, basis) -> np.ndarray:
     return _lowrank_tangent(delta_i, k)
 
 
+def _basis_jacobians(delta_hat: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """(N, D, d1 k): G_i with vec(P_perp Y W_i) = G_i vec(Y), W_i = basis^T DeltaTheta_hat_i."""
+    d1 = basis.shape[0]
+    perp = np.eye(d1) - basis @ basis.T
+    return np.stack([np.kron(perp, (basis.T @ d).T) for d in delta_hat])
+
+
 def _basis_error_cov(delta_hat: np.ndarray, basis: np.ndarray, info: np.ndarray) -> np.ndarray:
     """(N, D, D): covariance of P_perp Y W_i, the error Y (d1, k) of the shared basis seen by user
     i (W_i = basis^T DeltaTheta_hat_i), with vec(Y) ~ N(0, J^+), J = sum_i G_i^T I_i G_i pooled."""
-    n, d1, d2 = delta_hat.shape
-    perp = np.eye(d1) - basis @ basis.T
-    G = np.stack([np.kron(perp, (basis.T @ delta_hat[i]).T) for i in range(n)])  # (N, D, d1 k)
+    G = _basis_jacobians(delta_hat, basis)
+    return np.einsum("ndp,pq,neq->nde", G, _pooled_inverse(G, info), G)
+
+
+def _pooled_inverse(G: np.ndarray, info: np.ndarray) -> np.ndarray:
+    """J^+ with J = sum_i G_i^T I_i G_i: the basis error's covariance pooled over the users."""
     J = np.einsum("ndp,nde,neq->pq", G, info, G)
-    Jinv = np.linalg.pinv(J, rcond=1e-10, hermitian=True)
-    return np.einsum("ndp,pq,neq->nde", G, Jinv, G)
+    return np.linalg.pinv(J, rcond=1e-10, hermitian=True)
+
+
+def basis_error_covariance(est, data: PreferenceData, B: float, delta: float = 0.1,
+                           init: np.ndarray | None = None) -> np.ndarray:
+    """(d1 k, d1 k): the asymptotic covariance J^+ of vec(Y), the error of a `shared` fit's basis
+    est.basis, pooled over the users of ``data`` -- the basis term of calibrated_radius's
+    ``shared`` sets, for users who reuse that basis later (``basis_cov``)."""
+    if est.basis is None:
+        raise ValueError("basis_error_covariance needs est.basis (d1, k)")
+    delta_hat, info = _information("shared", est, data, B, delta, init)
+    return _pooled_inverse(_basis_jacobians(delta_hat, np.asarray(est.basis, dtype=float)), info)
 
 
 def check_estimate(est, data: PreferenceData, B: float, **same_shape) -> np.ndarray:

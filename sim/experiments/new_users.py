@@ -114,13 +114,18 @@ def fit_frozen(data, basis: np.ndarray, B: float, init: np.ndarray | None = None
 
 
 def personalise(method: str, est, new: NewUsers, k: int, B: float, delta: float,
-                zeta_train: np.ndarray):
+                zeta_train: np.ndarray, basis_cov: np.ndarray | None = None):
     """(DeltaTheta_hat_new (N_new, d1, d2), zeta_new (N_new,), fit gap) for one method; the
-    frozen basis is the training estimate's own (est.basis: B_diamond for ``oracle``)."""
+    frozen basis is the training estimate's own (est.basis: B_diamond for ``oracle``).
+    basis_cov: for ``shared``, the covariance of its basis's error on the training users
+    (sets.basis_error_covariance); the frozen fits' radius then adds each new user's share of
+    it, as the training users' sets do. None (``oracle``'s exact B_diamond, ``nuclear``): the
+    radius covers the W-error only."""
     data, init, n_new = new.train, new.truth.init, new.truth.N
     if method in FROZEN:
         fitted = fit_frozen(data, est.basis, B, init=init)
-        zeta = sets.calibrated_radius("oracle", fitted, data, k, B, delta=delta, init=init)
+        zeta = sets.calibrated_radius("oracle", fitted, data, k, B, delta=delta, init=init,
+                                      basis_cov=basis_cov)
     elif method in SCRATCH:
         fitted = estimators.fit(method, data, k, B, init=init)
         zeta = sets.calibrated_radius(method, fitted, data, k, B, delta=delta, init=init)

@@ -121,16 +121,18 @@ def run_instances(cfgs: list[SimConfig], seed: int, methods, artifacts=None) -> 
             n_starts=int(est.info["n_starts"]), nll_spread=float(est.info["nll_spread"]),
             fit_converged=bool(est.info["converged"]), fit_gap=float(est.info["gap"]),
             **common, fit_s=fit_s, policy_s=policy_s)
-        fits.append((method, est, zeta, cols))
+        basis_cov = (sets.basis_error_covariance(est, train, cfg.B, cfg.delta, truth.init)
+                     if method == "shared" and any(c.N_new for c in cfgs) else None)
+        fits.append((method, est, (zeta, basis_cov), cols))
         saved[method] = dict(delta=est.delta, zeta=zeta, pi=np.stack([r.pi for r in res]))
     out = []
     for c, art in zip(cfgs, artifacts):
         new = (new_users.build_new_users(c, truth, mdp, mu, np.random.SeedSequence(seed).spawn(6)[4:])
                if c.N_new else None)  # streams 4, 5: the training instance's streams are untouched
         out.append([dict(seed=seed, method=method, **c.as_dict(), **cols,
-                         **(_score_new_users(c, method, est, new, zeta, mdp, mu, solver)
+                         **(_score_new_users(c, method, est, new, train_set, mdp, mu, solver)
                             if new is not None else new_users.empty_columns()))
-                    for method, est, zeta, cols in fits])
+                    for method, est, train_set, cols in fits])
         if art is not None:
             _save_artifacts(art, mdp, truth, mu, saved)
     return out
@@ -217,10 +219,12 @@ def subspace_distance(est, b_diamond: np.ndarray) -> float:
             if est.basis is not None else float("nan"))
 
 
-def _score_new_users(cfg: SimConfig, method: str, est, new, zeta_train, mdp, mu, solver) -> dict:
-    """The new-user columns of runs.csv (sim.experiments.new_users.COLUMNS) for one method."""
+def _score_new_users(cfg: SimConfig, method: str, est, new, train_set, mdp, mu, solver) -> dict:
+    """The new-user columns of runs.csv (sim.experiments.new_users.COLUMNS) for one method;
+    train_set = (the training users' radii, the covariance of the basis error or None)."""
+    zeta_train, basis_cov = train_set
     delta_hat, zeta, fit_gap = new_users.personalise(method, est, new, cfg.k, cfg.B, cfg.delta,
-                                                     zeta_train)
+                                                     zeta_train, basis_cov)
     t = new.truth
     refs = reference_policies(cfg, new.train, mu)
     theta_hat = t.init + delta_hat
