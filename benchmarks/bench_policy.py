@@ -64,6 +64,15 @@ def random_users(args, rng, mdp, span_basis):
     return thetas, zetas, metrics
 
 
+def random_instance(args):
+    """(mdp, mu, thetas, zetas, metrics) of the random instance (module doc) from args.seed."""
+    rng = np.random.default_rng(args.seed)
+    mdp = random_mdp(args.S, args.A, args.H, args.d1, args.d2, rng, feature_scale=2.0)
+    mu = rng.dirichlet(np.ones(args.A), size=(args.H, args.S))
+    basis = PessimisticSolver(mdp, mu, "lp")._span_basis
+    return (mdp, mu, *random_users(args, rng, mdp, basis))
+
+
 def sweep_users(cset: str, seeds: int):
     """[(mdp, mu, thetas, zetas, metrics)] of the default sweep instance, one per seed."""
     from sim.experiments.pipeline import build_instance, confidence_set, fit_method
@@ -239,11 +248,7 @@ def main(argv=None) -> None:
             mdp, mu, thetas, zetas, metrics = sweep_users(args.set, 1)[0]
             print(f"sweep default instance ({args.set}), seed 0, shared: {len(thetas)} users")
         else:
-            rng = np.random.default_rng(args.seed)
-            mdp = random_mdp(args.S, args.A, args.H, args.d1, args.d2, rng, feature_scale=2.0)
-            mu = rng.dirichlet(np.ones(args.A), size=(args.H, args.S))
-            basis = PessimisticSolver(mdp, mu, "lp")._span_basis
-            thetas, zetas, metrics = random_users(args, rng, mdp, basis)
+            mdp, mu, thetas, zetas, metrics = random_instance(args)
             print(f"bench instance S={args.S} A={args.A} H={args.H} d1*d2={args.d1 * args.d2}, "
                   f"{args.users} users")
         floor(mdp, mu, thetas, zetas, metrics)
@@ -260,11 +265,7 @@ def main(argv=None) -> None:
               f"{n} users")
         report(t_dp / n, res, n)
         return
-    rng = np.random.default_rng(args.seed)
-    mdp = random_mdp(args.S, args.A, args.H, args.d1, args.d2, rng, feature_scale=2.0)
-    mu = rng.dirichlet(np.ones(args.A), size=(args.H, args.S))
-    basis = PessimisticSolver(mdp, mu, "lp")._span_basis
-    thetas, zetas, metrics = random_users(args, rng, mdp, basis)
+    mdp, mu, thetas, zetas, metrics = random_instance(args)
     print(f"S={args.S} A={args.A} H={args.H} d1*d2={args.d1 * args.d2} users={args.users} "
           f"sqrt(zeta)/||theta|| in [0, {args.max_ratio}]"
           + ("" if args.metric_cond is None else f", ellipsoids of condition {args.metric_cond:g}"))

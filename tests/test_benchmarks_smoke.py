@@ -105,6 +105,17 @@ def test_bench_policy_sweep_instance_and_scaling_tiny():
     assert proc.stdout.count("unconverged 0/40") == 2
 
 
+def test_bench_policy_floor_tiny():
+    import re
+
+    proc = _run(["benchmarks.bench_policy", "--floor", "--users", "4", "--S", "4", "--A", "3",
+                 "--H", "3", "--d1", "3", "--d2", "2"])
+    tied = re.search(r"median (\d+), mean [\d.]+, max (\d+) \(of H\*S = 12\)", proc.stdout)
+    assert tied and int(tied.group(2)) <= 12
+    multiples = [float(m) for m in re.findall(r"^  x\s*([\d.]+)", proc.stdout, re.M)]
+    assert len(multiples) == 6 and all(m > 0 for m in multiples)
+
+
 def test_fit_restarts_tiny():
     proc = _run(["benchmarks.fit_restarts", "--Np", "30", "--behaviours", "uniform",
                  "--seeds", "1", "--restarts", "2", "--max-starts", "1"])
