@@ -2,7 +2,7 @@
 
 The personalized reward r_{Theta_u}(x, y) of Section 5 (Delta W_u = B A_u for P-ShareLoRA,
 one adapter per user for ``local``, one for everyone for ``global``), as the trainer computes it
-(``llm.train.predict_rewards``), without importing the trainer, accelerate or an optimizer:
+(``llm.model.predict_rewards``), without importing the trainer, accelerate or an optimizer:
 
     from llm import RewardModel
     rm = RewardModel.load("runs/shared")            # device: cuda when available, else cpu

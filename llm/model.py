@@ -7,6 +7,8 @@
 
 The score head is always replaced by :class:`llm.lora.UserHead` (fp32 rewards; one row per user
 with ``per_user_head``, for ``local`` each user's model has its own head anyway).
+Scoring: :func:`encode`, :func:`predict_rewards` (each comparison under its own user, fp32) and
+:func:`predict_sharded` (the same, eval batches dealt to the processes, bit-identical).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import importlib.util
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -232,3 +235,56 @@ def _unwrap_peft(backbone: nn.Module) -> nn.Module:
     if hasattr(backbone, "get_base_model"):
         return backbone.get_base_model()
     return backbone
+
+
+# ------------------------------------------------------------------ scoring
+
+def position_limit(model) -> int | None:
+    """The backbone's max_position_embeddings (None when its config has none)."""
+    config = getattr(getattr(model, "backbone", model), "config", None)
+    if config is None and hasattr(model, "module"):
+        config = getattr(model.module.backbone, "config", None)
+    return getattr(config, "max_position_embeddings", None)
+
+
+def encode(tok, texts, max_length, model, device):
+    """Tokenised texts (input_ids, attention_mask) on ``device``, cut at the model's position limit."""
+    limit = position_limit(model)
+    enc = tok(texts, truncation=True, max_length=min(max_length, limit) if limit else max_length,
+              padding=True, return_tensors="pt")
+    return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+
+def predict_rewards(model, tok, comps, cfg, accel):
+    """fp32 rewards of summary 0 and 1 for every comparison, each under its own user."""
+    model.eval()
+    r0, r1 = [], []
+    with torch.no_grad():
+        for s in range(0, len(comps), cfg.eval_batch_size):
+            batch = comps[s : s + cfg.eval_batch_size]
+            texts = [c.text(0) for c in batch] + [c.text(1) for c in batch]
+            users = torch.tensor([c.user for c in batch] * 2, device=accel.device)
+            enc = encode(tok, texts, cfg.max_length, model, accel.device)
+            with accel.autocast():
+                r = model(enc["input_ids"], enc["attention_mask"], users).float().cpu().numpy()
+            r0.append(r[: len(batch)])
+            r1.append(r[len(batch):])
+    model.train()
+    return np.concatenate(r0).astype(np.float32), np.concatenate(r1).astype(np.float32)
+
+
+def predict_sharded(model, tok, comps, cfg, accel):
+    """``predict_rewards`` with whole eval batches dealt round-robin to the processes.
+
+    Each batch holds the same comparisons as in a one-process run (same padding, same
+    arithmetic), so the gathered rewards are bit-identical to ``predict_rewards``.
+    """
+    world, b = accel.num_processes, cfg.eval_batch_size
+    if world == 1:
+        return predict_rewards(model, tok, comps, cfg, accel)
+    from accelerate.utils import gather_object
+
+    starts = range(0, len(comps), b)[accel.process_index :: world]
+    mine = [(s, *predict_rewards(model, tok, comps[s : s + b], cfg, accel)) for s in starts]
+    parts = sorted(gather_object(mine), key=lambda t: t[0])
+    return np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])

@@ -140,7 +140,8 @@ def test_two_gloo_processes_equal_one_process_with_the_same_effective_batch(tiny
     pytest.importorskip("torch")
     from safetensors.numpy import load_file
 
-    from llm.train import build_parser, config_from_args, run
+    from llm.cli import build_parser, config_from_args
+    from llm.train import run
 
     common = ["--method", "shared-wu", "--model", str(tiny), "--data",
               str(ROOT / "tests" / "fixtures" / "tldr_tiny"), "--epochs", "1", "--batch-size", "2",

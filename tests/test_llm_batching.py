@@ -15,14 +15,13 @@ pytest.importorskip("peft")
 pytest.importorskip("accelerate")
 
 import llm.train as train  # noqa: E402
+from llm.cli import build_parser, config_from_args  # noqa: E402
 from llm.config import TrainConfig  # noqa: E402
 from llm.data import load_comparisons  # noqa: E402
 from llm.model import load_tokenizer  # noqa: E402
 from llm.train import (  # noqa: E402
     STOP_ENV,
     batch_stream,
-    build_parser,
-    config_from_args,
     epoch_order,
     pair_lengths,
     plan_phases,
