@@ -203,8 +203,10 @@ def assemble(out: Path, values, seeds, methods) -> pd.DataFrame:
     return df
 
 
-def _execute(args, out: Path, spec: dict, tasks: list[tuple], jobs: int, total: int) -> int:
-    """Run ``tasks`` on the chosen backend, writing each finished run's part at once."""
+def _execute(args, out: Path, spec: dict, tasks: list[tuple], jobs: int, todo: int,
+             total: int) -> int:
+    """Run ``tasks`` (``todo`` of the grid's ``total`` runs) on the chosen backend, writing each
+    finished run's part at once."""
     # nothing left to run (a finished sweep re-run): start no cluster
     backend, scheduler = (args.backend, args.scheduler) if tasks else ("loky", None)
     with task_runner(backend, jobs, scheduler) as run:
@@ -214,10 +216,9 @@ def _execute(args, out: Path, spec: dict, tasks: list[tuple], jobs: int, total: 
             return 2
         if args.save_artifacts:
             (out / "artifacts").mkdir(exist_ok=True)
-        total_todo = sum(len(t[2]) for t in tasks)
-        if total_todo < total:
-            print(f"resuming: {total - total_todo} of {total} runs already done")
-        bar = tqdm(total=total_todo, desc=f"sweep {args.vary}", unit="run")
+        if todo < total:
+            print(f"resuming: {total - todo} of {total} runs already done")
+        bar = tqdm(total=todo, desc=f"sweep {args.vary}", unit="run")
         try:
             for runs in run(_run_task, tasks):
                 for value, seed, df in runs:
@@ -264,7 +265,7 @@ def main(argv=None) -> int:
     jobs = min(args.jobs if args.jobs > 0 else (os.cpu_count() or 1), max(len(groups), 1))
     tasks = [(cfg, args.vary, vals, s, methods, out, args.save_artifacts) for vals, s in groups]
     try:
-        status = _execute(args, out, spec, tasks, jobs, len(values) * len(seeds))
+        status = _execute(args, out, spec, tasks, jobs, len(todo), len(values) * len(seeds))
     except BackendError as e:  # unreachable scheduler: reported before anything is written
         print(f"sim.experiments.sweep: error: {e}", file=sys.stderr)
         return 2
